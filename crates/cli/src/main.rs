@@ -1,0 +1,277 @@
+//! `research`: the command-line program of research-rs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use research::burn::tensor::backend::Backend;
+use research::prelude::*;
+
+#[derive(Parser)]
+#[command(name = "research", version, about = "research-rs: Qwen2.5 in burn, generation and scoring (ReSearch RL stack)", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation for one or more prompts (one batch).
+    Generate(GenerateArgs),
+    /// Teacher-forced log-probs of a token sequence under the model.
+    Score(ScoreArgs),
+    /// Tokenize text with a tokenizer.json (no special tokens added), optionally through the chat template.
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args, Clone)]
+struct RuntimeArgs {
+    /// Checkpoint directory (config.json, *.safetensors, tokenizer.json) or a hub id in the local HF cache.
+    #[arg(long)]
+    model: String,
+    /// Backend: cpu, cuda, tch-cpu or tch-cuda (those compiled into this binary).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Compute dtype: f32, bf16 or f16 (the cpu backend computes in f32 only).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Args, Clone)]
+struct GenerateArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Prompt text; repeat for a batch.
+    #[arg(long, conflicts_with = "ids")]
+    prompt: Vec<String>,
+    /// Prompt as comma-separated token ids, e.g. 1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    ids: Vec<u32>,
+    /// Render the prompt through the Qwen2.5 chat template (user message + generation prompt).
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Most tokens to generate per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when the generated text contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// EOS ids to stop on (comma-separated); default: config.json and generation_config.json.
+    #[arg(long, value_delimiter = ',')]
+    eos: Vec<u32>,
+    /// Print one JSON object per prompt: {"ids", "text", "finish_reason", ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct ScoreArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Token ids, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "text",
+        required_unless_present = "text"
+    )]
+    ids: Vec<u32>,
+    /// Text to tokenize (no special tokens added) and score.
+    #[arg(long)]
+    text: Option<String>,
+    /// Print {"logprobs": [...], "mean_nll": ..., "perplexity": ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// tokenizer.json, or a directory holding one.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// The text.
+    #[arg(long)]
+    text: String,
+    /// Render the text as a user message through the Qwen2.5 chat template first.
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Print {"ids": [...]} (and "text" with --chat).
+    #[arg(long)]
+    json: bool,
+}
+
+fn chat_text(system: Option<&str>, user: &str) -> String {
+    let mut msgs = vec![];
+    if let Some(s) = system {
+        msgs.push(ChatMessage::new("system", s));
+    }
+    msgs.push(ChatMessage::new("user", user));
+    render_chat(&msgs, true)
+}
+
+fn runtime(args: &RuntimeArgs) -> Result<(BackendKind, FloatType, ModelDir)> {
+    let kind: BackendKind = args.backend.parse()?;
+    let dtype = FloatType::parse(&args.dtype)
+        .map_err(|_| anyhow::anyhow!("unknown dtype `{}` (expected f32, bf16 or f16)", args.dtype))?;
+    let dir = ModelDir::resolve(&args.model)?;
+    Ok((kind, dtype, dir))
+}
+
+struct GenerateJob(GenerateArgs, FloatType, ModelDir);
+
+impl WithBackend for GenerateJob {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let GenerateJob(a, dtype, dir) = self;
+        let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let prompts: Vec<Vec<u32>> = if !a.prompt.is_empty() {
+            let tok = engine.tokenizer()?;
+            a.prompt
+                .iter()
+                .map(|p| {
+                    let text = if a.chat {
+                        chat_text(a.system.as_deref(), p)
+                    } else {
+                        p.clone()
+                    };
+                    tok.encode(&text).map_err(anyhow::Error::from)
+                })
+                .collect::<Result<_>>()?
+        } else if !a.ids.is_empty() {
+            if a.chat {
+                bail!("--chat renders text; it cannot be combined with --ids");
+            }
+            vec![a.ids.clone()]
+        } else {
+            bail!("give a prompt with --prompt TEXT or --ids 1,2,3");
+        };
+        let options = GenerateOptions {
+            max_new_tokens: a.max_new_tokens,
+            sampling: SamplingParams {
+                temperature: a.temperature,
+                top_p: a.top_p,
+                top_k: a.top_k,
+                seed: a.seed,
+            },
+            stop_strings: a.stop.clone(),
+            eos_ids: if a.eos.is_empty() {
+                engine.default_eos()
+            } else {
+                a.eos.clone()
+            },
+        };
+        let outs = engine.generate(prompts, options)?;
+        for out in outs {
+            if a.json {
+                let v = serde_json::json!({
+                    "ids": out.ids,
+                    "text": out.text,
+                    "finish_reason": out.finish_reason,
+                    "stop": out.stop_string,
+                    "logprobs": out.logprobs,
+                });
+                println!("{v}");
+            } else {
+                match &out.text {
+                    Some(t) => println!("{t}"),
+                    None => println!("{:?}", out.ids),
+                }
+                tracing::info!(finish_reason = ?out.finish_reason, tokens = out.ids.len(), "done");
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ScoreJob(ScoreArgs, FloatType, ModelDir);
+
+impl WithBackend for ScoreJob {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let ScoreJob(a, dtype, dir) = self;
+        let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let ids = match &a.text {
+            Some(t) => engine.tokenizer()?.encode(t)?,
+            None => a.ids.clone(),
+        };
+        let lp = engine.score(&ids)?;
+        let mean_nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"ids": ids, "logprobs": lp, "mean_nll": mean_nll, "perplexity": mean_nll.exp()})
+            );
+        } else {
+            for (i, l) in lp.iter().enumerate() {
+                println!("{:>6} {:>8} {:>12.6}", i + 1, ids[i + 1], l);
+            }
+            println!("mean NLL {mean_nll:.6}  perplexity {:.4}", mean_nll.exp());
+        }
+        Ok(())
+    }
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let tok = Qwen2Tokenizer::from_path(&a.tokenizer)?;
+    let text = if a.chat {
+        chat_text(a.system.as_deref(), &a.text)
+    } else {
+        a.text.clone()
+    };
+    let ids = tok.encode(&text)?;
+    if a.json {
+        if a.chat {
+            println!("{}", serde_json::json!({"text": text, "ids": ids}));
+        } else {
+            println!("{}", serde_json::json!({"ids": ids}));
+        }
+    } else {
+        println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RESEARCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => runtime(&a.runtime).and_then(|(k, d, dir)| {
+            let job = GenerateJob(a, d, dir);
+            dispatch(k, d, job)?
+        }),
+        Command::Score(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, ScoreJob(a, d, dir))?),
+        Command::Tokenize(a) => tokenize(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {}", chain(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
