@@ -2,10 +2,12 @@
 //!
 //! - `cargo xtask test`: formatting check, clippy with warnings as errors, and every test of the
 //!   workspace on the CPU (what CI runs).
-//! - `cargo xtask stage-gpu`: builds the release `research` binary with `--features cuda`, strips it
-//!   and puts it with the GPU scripts and fixtures in `stage/`, the folder a device run carries.
+//! - `cargo xtask stage-gpu [--features cuda,tch]`: builds the release `research` binary (stripped by
+//!   the release profile) and puts it in `stage/bin`, the git-ignored folder a device run carries;
+//!   `tests/gpu/suite.sh` then runs parity and benchmarks there. With `tch`, set `LIBTORCH` and
+//!   `LIBTORCH_CXX11_ABI=1` first (see README).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -57,20 +59,6 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for e in std::fs::read_dir(src).with_context(|| src.display().to_string())? {
-        let e = e?;
-        let to = dst.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_tree(&e.path(), &to)?;
-        } else {
-            std::fs::copy(e.path(), &to)?;
-        }
-    }
-    Ok(())
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_lint } => {
@@ -92,9 +80,15 @@ fn main() -> Result<()> {
             ]))?;
             let stage = root().join("stage");
             std::fs::create_dir_all(stage.join("bin"))?;
-            std::fs::copy(root().join("target/release/research"), stage.join("bin/research"))?;
-            copy_tree(&root().join("tests/fixtures/qwen2"), &stage.join("fixtures/qwen2"))?;
-            eprintln!("staged {} (carry `stage` in the device run)", stage.display());
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            let bin = target.join("release/research");
+            std::fs::copy(&bin, stage.join("bin/research")).with_context(|| bin.display().to_string())?;
+            eprintln!(
+                "staged {}: carry `stage` and run `bash tests/gpu/suite.sh` on the GPU machine",
+                stage.display()
+            );
         }
     }
     Ok(())

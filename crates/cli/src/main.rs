@@ -23,6 +23,40 @@ enum Command {
     Score(ScoreArgs),
     /// Tokenize text with a tokenizer.json (no special tokens added), optionally through the chat template.
     Tokenize(TokenizeArgs),
+    /// Benchmarks on random weights of a model shape.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Greedy generation throughput (new tokens/s, prefill included) for several batch sizes.
+    Generate(BenchGenerateArgs),
+}
+
+#[derive(Args)]
+struct BenchGenerateArgs {
+    /// A Qwen2 config.json giving the shape (e.g. data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json).
+    #[arg(long)]
+    config: PathBuf,
+    /// Backend: cpu, cuda, tch-cpu or tch-cuda.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Compute dtype.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    prompt_len: usize,
+    /// New tokens per sequence (no EOS: exactly this many).
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
+    batch: Vec<usize>,
+    /// Tokens generated in the untimed warm-up of each batch size.
+    #[arg(long, default_value_t = 8)]
+    warmup_tokens: usize,
 }
 
 #[derive(Args, Clone)]
@@ -73,8 +107,11 @@ struct GenerateArgs {
     #[arg(long)]
     stop: Vec<String>,
     /// EOS ids to stop on (comma-separated); default: config.json and generation_config.json.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "ignore_eos")]
     eos: Vec<u32>,
+    /// Never stop on EOS (generate exactly --max-new-tokens unless a stop string matches).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Print one JSON object per prompt: {"ids", "text", "finish_reason", ...}.
     #[arg(long)]
     json: bool,
@@ -130,8 +167,7 @@ fn chat_text(system: Option<&str>, user: &str) -> String {
 
 fn runtime(args: &RuntimeArgs) -> Result<(BackendKind, FloatType, ModelDir)> {
     let kind: BackendKind = args.backend.parse()?;
-    let dtype = FloatType::parse(&args.dtype)
-        .map_err(|_| anyhow::anyhow!("unknown dtype `{}` (expected f32, bf16 or f16)", args.dtype))?;
+    let dtype = parse_dtype(&args.dtype)?;
     let dir = ModelDir::resolve(&args.model)?;
     Ok((kind, dtype, dir))
 }
@@ -230,6 +266,45 @@ impl WithBackend for ScoreJob {
     }
 }
 
+struct BenchGenerateJob(BenchGenerateArgs, FloatType, Qwen2Config);
+
+impl WithBackend for BenchGenerateJob {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let BenchGenerateJob(a, dtype, config) = self;
+        let engine = research::engine::bench::random_engine::<B>(config, dtype, device);
+        for &batch in &a.batch {
+            let r = research::engine::bench::generate_throughput(
+                &engine,
+                batch,
+                a.prompt_len,
+                a.new_tokens,
+                a.warmup_tokens,
+            )?;
+            let mut v = serde_json::to_value(&r)?;
+            v["backend"] = a.backend.clone().into();
+            v["dtype"] = a.dtype.clone().into();
+            println!("{v}");
+        }
+        Ok(())
+    }
+}
+
+fn bench(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Generate(a) => {
+            let kind: BackendKind = a.backend.parse()?;
+            let dtype = parse_dtype(&a.dtype)?;
+            let config = Qwen2Config::from_file(&a.config)?;
+            dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
+        }
+    }
+}
+
+fn parse_dtype(s: &str) -> Result<FloatType> {
+    FloatType::parse(s).map_err(|_| anyhow::anyhow!("unknown dtype `{s}` (expected f32, bf16 or f16)"))
+}
+
 fn tokenize(a: TokenizeArgs) -> Result<()> {
     let tok = Qwen2Tokenizer::from_path(&a.tokenizer)?;
     let text = if a.chat {
@@ -264,6 +339,7 @@ fn main() {
         }),
         Command::Score(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, ScoreJob(a, d, dir))?),
         Command::Tokenize(a) => tokenize(a),
+        Command::Bench(c) => bench(c),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod sampling;

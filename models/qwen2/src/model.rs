@@ -24,7 +24,7 @@ use research_kernels::attention::{attention, AttentionBias};
 use crate::cache::KvCache;
 use crate::config::Qwen2Config;
 use crate::error::{ModelError, Result};
-use crate::weights::{encode, Checkpoint, FloatType};
+use crate::weights::{Checkpoint, FloatType};
 
 /// A linear layer stored as `[in, out]` (HF stores `[out, in]`; the loader transposes).
 #[derive(Module, Debug)]
@@ -288,29 +288,22 @@ impl<B: Backend> Qwen2ForCausalLM<B> {
         })
     }
 
-    /// A model with random weights (normal, std 0.02; norms at 1), for benchmarks of big shapes
-    /// without a checkpoint. Seeded on the host, so the same seed gives the same weights everywhere.
+    /// A model with random weights (normal, std 0.02; norms at 1; biases 0), for benchmarks of big
+    /// shapes without a checkpoint. Drawn on the device from the backend's generator, seeded with
+    /// `seed` (so fast even at 7B; reproducible for one backend).
     pub fn random(config: &Qwen2Config, dtype: FloatType, seed: u64, device: &B::Device) -> Self {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        use burn::tensor::Distribution;
+        B::seed(device, seed);
         let c = config;
         let (hid, inter, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
-        let mut normal = |shape: Vec<usize>| -> Vec<f32> {
-            let n: usize = shape.iter().product();
-            (0..n)
-                .map(|_| {
-                    // Box-Muller from two uniforms.
-                    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-                    let u2: f32 = rng.random();
-                    0.02 * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-                })
-                .collect()
-        };
         let opts = || TensorCreationOptions::<B>::new(device.clone()).with_dtype(dtype.dtype());
-        let mut mat = |rows: usize, cols: usize| {
-            let v = normal(vec![rows, cols]);
-            Param::from_tensor(Tensor::<B, 2>::from_data(encode(v, vec![rows, cols], dtype), opts()))
+        let mat = |rows: usize, cols: usize| {
+            Param::from_tensor(Tensor::<B, 2>::random(
+                [rows, cols],
+                Distribution::Normal(0.0, 0.02),
+                opts(),
+            ))
         };
         let ones = |n: usize| Param::from_tensor(Tensor::<B, 1>::ones([n], opts()));
         let zeros = |n: usize| Some(Param::from_tensor(Tensor::<B, 1>::zeros([n], opts())));

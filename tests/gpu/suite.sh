@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole GPU suite in one device call: parity on every GPU backend, then the generation
+# benchmark beside transformers. Stage first with `cargo xtask stage-gpu --features cuda,tch`, then
+# run from the repo root on the GPU machine with `stage` carried:
+#     bash tests/gpu/suite.sh            (writes logs under $OUT when set)
+set -u
+OUT=${OUT:-/tmp/gpu-suite}
+mkdir -p "$OUT"
+BIN=stage/bin/research
+export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+status=0
+# The transformers fixtures, regenerated here, must equal the committed ones.
+if [ "${SKIP_REGEN:-0}" != 1 ]; then
+  python3 tests/fixtures/gen_qwen2_fixtures.py --out /tmp/regen --skip-chat > /tmp/regen.log 2>&1 || { tail -5 /tmp/regen.log; status=1; }
+  python3 tests/gpu/compare_fixtures.py tests/fixtures/qwen2 /tmp/regen 2>&1 | tee -a "$OUT/parity.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+par() { python3 tests/gpu/parity.py --bin "$BIN" "$@" 2>&1 | tee -a "$OUT/parity.txt"; [ "${PIPESTATUS[0]}" = 0 ] || status=1; }
+if [ "${SKIP_PARITY:-0}" != 1 ]; then
+  par --backend cuda --dtype f32 --tol 1e-3
+  par --backend cuda --dtype bf16 --greedy-prefix 8
+  par --backend tch-cuda --dtype f32 --tol 1e-3
+  par --backend tch-cuda --dtype bf16 --greedy-prefix 8
+  par --backend tch-cpu --dtype f32 --tol 1e-4
+fi
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  CFG=data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json
+  for be in ${BENCH_BACKENDS:-cuda tch-cuda}; do
+    timeout ${BENCH_TIMEOUT:-240} "$BIN" bench generate --config $CFG --backend $be --dtype bf16 --batch ${BENCH_BATCH:-1,32,128} 2>&1 | tee -a "$OUT/bench_generate.jsonl"
+  done
+  timeout 300 python3 tests/gpu/bench_generate_hf.py --config $CFG --batch ${BENCH_BATCH:-1,32,128} 2>&1 | tee -a "$OUT/bench_generate.jsonl"
+fi
+exit $status
