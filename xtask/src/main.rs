@@ -69,22 +69,28 @@ fn main() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
         }
         Cmd::StageGpu { features } => {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "research-cli",
-                "--no-default-features",
-                "--features",
-                &features,
-            ]))?;
+            for (pkg, bin) in [("research-cli", "research"), ("research-tests", "gpu-parity")] {
+                let args = [
+                    "build",
+                    "--release",
+                    "-p",
+                    pkg,
+                    "--bin",
+                    bin,
+                    "--no-default-features",
+                    "--features",
+                ];
+                run(cargo().args(args).arg(&features))?;
+            }
             let stage = root().join("stage");
             std::fs::create_dir_all(stage.join("bin"))?;
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root().join("target"));
-            let bin = target.join("release/research");
-            std::fs::copy(&bin, stage.join("bin/research")).with_context(|| bin.display().to_string())?;
+            for bin in ["research", "gpu-parity"] {
+                let built = target.join("release").join(bin);
+                std::fs::copy(&built, stage.join("bin").join(bin)).with_context(|| built.display().to_string())?;
+            }
             eprintln!(
                 "staged {}: carry `stage` and run `bash tests/gpu/suite.sh` on the GPU machine",
                 stage.display()

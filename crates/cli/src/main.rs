@@ -79,9 +79,9 @@ struct GenerateArgs {
     /// Prompt text; repeat for a batch.
     #[arg(long, conflicts_with = "ids")]
     prompt: Vec<String>,
-    /// Prompt as comma-separated token ids, e.g. 1,2,3.
-    #[arg(long, value_delimiter = ',')]
-    ids: Vec<u32>,
+    /// Prompt as comma-separated token ids, e.g. 1,2,3; repeat for a batch.
+    #[arg(long)]
+    ids: Vec<String>,
     /// Render the prompt through the Qwen2.5 chat template (user message + generation prompt).
     #[arg(long)]
     chat: bool,
@@ -121,14 +121,9 @@ struct GenerateArgs {
 struct ScoreArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// Token ids, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        conflicts_with = "text",
-        required_unless_present = "text"
-    )]
-    ids: Vec<u32>,
+    /// Token ids, comma-separated; repeat to score several sequences (one output each).
+    #[arg(long, conflicts_with = "text", required_unless_present = "text")]
+    ids: Vec<String>,
     /// Text to tokenize (no special tokens added) and score.
     #[arg(long)]
     text: Option<String>,
@@ -196,7 +191,7 @@ impl WithBackend for GenerateJob {
             if a.chat {
                 bail!("--chat renders text; it cannot be combined with --ids");
             }
-            vec![a.ids.clone()]
+            a.ids.iter().map(|s| parse_ids(s)).collect::<Result<_>>()?
         } else {
             bail!("give a prompt with --prompt TEXT or --ids 1,2,3");
         };
@@ -245,22 +240,23 @@ impl WithBackend for ScoreJob {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let ScoreJob(a, dtype, dir) = self;
         let engine = Engine::<B>::load(&dir, dtype, device)?;
-        let ids = match &a.text {
-            Some(t) => engine.tokenizer()?.encode(t)?,
-            None => a.ids.clone(),
+        let seqs: Vec<Vec<u32>> = match &a.text {
+            Some(t) => vec![engine.tokenizer()?.encode(t)?],
+            None => a.ids.iter().map(|s| parse_ids(s)).collect::<Result<_>>()?,
         };
-        let lp = engine.score(&ids)?;
-        let mean_nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({"ids": ids, "logprobs": lp, "mean_nll": mean_nll, "perplexity": mean_nll.exp()})
-            );
-        } else {
-            for (i, l) in lp.iter().enumerate() {
-                println!("{:>6} {:>8} {:>12.6}", i + 1, ids[i + 1], l);
+        for ids in seqs {
+            let lp = engine.score(&ids)?;
+            let mean_nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
+            if a.json {
+                let v =
+                    serde_json::json!({"ids": ids, "logprobs": lp, "mean_nll": mean_nll, "perplexity": mean_nll.exp()});
+                println!("{v}");
+            } else {
+                for (i, l) in lp.iter().enumerate() {
+                    println!("{:>6} {:>8} {:>12.6}", i + 1, ids[i + 1], l);
+                }
+                println!("mean NLL {mean_nll:.6}  perplexity {:.4}", mean_nll.exp());
             }
-            println!("mean NLL {mean_nll:.6}  perplexity {:.4}", mean_nll.exp());
         }
         Ok(())
     }
@@ -299,6 +295,18 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
         }
     }
+}
+
+/// Parses `1,2,3` into ids, naming the bad item.
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--ids: `{x}` is not a token id (expected e.g. 1,2,3)"))
+        })
+        .collect()
 }
 
 fn parse_dtype(s: &str) -> Result<FloatType> {

@@ -129,6 +129,7 @@ fn bad_input_gives_one_error_line() {
         "context",
     );
     fails_with(&["score", "--model", MODEL, "--ids", "1"], "at least 2 tokens");
+    fails_with(&["generate", "--model", MODEL, "--ids", "1,x"], "`x` is not a token id");
     fails_with(&["tokenize", "--tokenizer", "/nonexistent", "--text", "x"], "not found");
     if !cfg!(feature = "cuda") {
         fails_with(

@@ -1,0 +1,29 @@
+//! The text side of the ReSearch agent for research-rs (REFERENCE.md §2, §4, §7).
+//!
+//! - [`template`]: the prompts of ReSearch (base and instruct) and Search-R1, byte for byte, and
+//!   how retrieved passages are written into the context (`" <result>\n" + docs + "\n</result>"`).
+//! - [`metrics`]: SQuAD answer normalisation and FlashRAG's metrics (EM, Sub-EM / acc, token F1,
+//!   precision, recall), maximised over golden answers and averaged by [`Metrics`].
+//! - [`reward`]: ReSearch's rule reward (format check, EOS, `\boxed{}` answer, F1, 0.1 for a
+//!   well-formed wrong answer) and Search-R1's exact-match reward, each with the reason.
+//!
+//! Everything here is plain string processing with no model or tensor dependency. The rollout loop
+//! (generation with `</search>` stops, retrieval, result injection) will join this crate later and
+//! use these pieces.
+
+pub mod metrics;
+pub mod reward;
+pub mod template;
+
+pub use metrics::{
+    exact_match, f1_score, normalize_answer, score_item, sub_exact_match, token_scores, token_scores_single,
+    ItemMetrics, Metrics, TokenScores,
+};
+pub use reward::{
+    answer_span, check_format, extract_boxed, last_answer_span, re_search_reward, search_r1_reward, BoxedError,
+    FormatError, Reward, BASE_EOS, ENDOFTEXT, IM_END, INSTRUCT_EOS, WRONG_ANSWER_SCORE,
+};
+pub use template::{
+    re_search_docs, re_search_instruct_prompt, re_search_result_text, re_search_template, search_r1_docs,
+    search_r1_observation, search_r1_prompt, search_r1_question, RE_SEARCH_SYSTEM,
+};
