@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask test`: formatting check, clippy with warnings as errors, and every test of the
 //!   workspace on the CPU (what CI runs).
+//! - `cargo xtask bench generate [--features cuda] -- --config CONFIG --backend cuda ...`: the
+//!   generation benchmark from a release build (`research bench generate --help` lists its flags).
 //! - `cargo xtask stage-gpu [--features cuda,tch]`: builds the release `research` binary (stripped by
 //!   the release profile) and puts it in `stage/bin`, the git-ignored folder a device run carries;
 //!   `tests/gpu/suite.sh` then runs parity and benchmarks there. With `tch`, set `LIBTORCH` and
@@ -27,6 +29,18 @@ enum Cmd {
         /// Skip the fmt and clippy checks.
         #[arg(long)]
         no_lint: bool,
+    },
+    /// Benchmarks: `generate` runs `research bench generate` from a release build on this machine
+    /// (on the GPU machine, where there is no cargo, run the staged binary: see tests/gpu/suite.sh).
+    Bench {
+        /// What to benchmark: `generate`.
+        what: String,
+        /// Cargo features of the build (e.g. `cuda`, `tch`).
+        #[arg(long, default_value = "cpu")]
+        features: String,
+        /// Arguments passed to `research bench <what>` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Build the CUDA release binary and stage it with the GPU suite in stage/.
     StageGpu {
@@ -67,6 +81,23 @@ fn main() -> Result<()> {
                 run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
             }
             run(cargo().args(["test", "--workspace"]))?;
+        }
+        Cmd::Bench { what, features, args } => {
+            if what != "generate" {
+                bail!("unknown benchmark `{what}` (available: generate)");
+            }
+            let mut cmd = cargo();
+            cmd.args([
+                "run",
+                "--release",
+                "-p",
+                "research-cli",
+                "--no-default-features",
+                "--features",
+                &features,
+            ]);
+            cmd.args(["--", "bench", "generate"]).args(&args);
+            run(&mut cmd)?;
         }
         Cmd::StageGpu { features } => {
             for (pkg, bin) in [("research-cli", "research"), ("research-tests", "gpu-parity")] {

@@ -1,4 +1,4 @@
-//! The text side of the ReSearch agent for research-rs (REFERENCE.md §2, §4, §7).
+//! The ReSearch agent for research-rs (REFERENCE.md §2, §3, §4, §7).
 //!
 //! - [`template`]: the prompts of ReSearch (base and instruct) and Search-R1, byte for byte, and
 //!   how retrieved passages are written into the context (`" <result>\n" + docs + "\n</result>"`).
@@ -6,13 +6,13 @@
 //!   precision, recall), maximised over golden answers and averaged by [`Metrics`].
 //! - [`reward`]: ReSearch's rule reward (format check, EOS, `\boxed{}` answer, F1, 0.1 for a
 //!   well-formed wrong answer) and Search-R1's exact-match reward, each with the reason.
-//!
-//! Everything here is plain string processing with no model or tensor dependency. The rollout loop
-//! (generation with `</search>` stops, retrieval, result injection) will join this crate later and
-//! use these pieces.
+//! - [`rollout`]: the loop itself: generation on the engine with `</search>` stops, one batched
+//!   retriever call per turn (retried with backoff, never a silent empty result), results inserted
+//!   with loss mask 0, until EOS or the response budget.
 
 pub mod metrics;
 pub mod reward;
+pub mod rollout;
 pub mod template;
 
 pub use metrics::{
@@ -22,6 +22,9 @@ pub use metrics::{
 pub use reward::{
     answer_span, check_format, extract_boxed, last_answer_span, re_search_reward, search_r1_reward, BoxedError,
     FormatError, Reward, BASE_EOS, ENDOFTEXT, IM_END, INSTRUCT_EOS, WRONG_ANSWER_SCORE,
+};
+pub use rollout::{
+    extract_query, Passage, Retriever, Rollout, RolloutBatch, RolloutConfig, RolloutError, RolloutFinish, SearchCall,
 };
 pub use template::{
     re_search_docs, re_search_instruct_prompt, re_search_result_text, re_search_template, search_r1_docs,

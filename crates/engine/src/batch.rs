@@ -74,6 +74,8 @@ pub struct Sequence {
     #[serde(skip)]
     pending: Vec<u32>,
     #[serde(skip)]
+    forced: std::collections::VecDeque<u32>,
+    #[serde(skip)]
     next_position: usize,
     #[serde(skip)]
     matcher: StopMatcher,
@@ -135,6 +137,7 @@ impl<'e, B: Backend> Batch<'e, B> {
             .into_iter()
             .map(|prompt| Sequence {
                 pending: prompt.clone(),
+                forced: Default::default(),
                 prompt,
                 response: vec![],
                 loss_mask: vec![],
@@ -150,7 +153,8 @@ impl<'e, B: Backend> Batch<'e, B> {
                 "stop strings need a tokenizer (none was found beside the model)".into(),
             ));
         }
-        let capacity = longest + options.max_new_tokens;
+        // Start with room for up to 1024 new columns; the cache grows (by half) when a batch needs more.
+        let capacity = longest + options.max_new_tokens.min(1024);
         let cache = KvCache::new(&engine.config, seqs.len(), capacity, engine.dtype, &engine.device);
         if options.sampling.uses_device_rng() {
             // The backend's generator is process-wide: concurrent sampling batches on one backend
@@ -220,6 +224,24 @@ impl<'e, B: Backend> Batch<'e, B> {
         Ok(())
     }
 
+    /// Forced decoding: the row's next generated tokens will be `tokens` instead of samples (each
+    /// still with the model's log-prob, and still subject to EOS, stop strings and the budget).
+    /// Once they are used up the row samples again. This is how tests script a model's output.
+    pub fn force(&mut self, row: usize, tokens: &[u32]) -> Result<()> {
+        let vocab = self.engine.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::Input(format!(
+                "forced token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let seq = self
+            .seqs
+            .get_mut(row)
+            .ok_or_else(|| EngineError::Input(format!("no row {row}")))?;
+        seq.forced.extend(tokens);
+        Ok(())
+    }
+
     /// Runs until every row stops.
     pub fn run(&mut self) -> Result<()> {
         while !self.is_done() {
@@ -283,7 +305,12 @@ impl<'e, B: Backend> Batch<'e, B> {
         let hidden = model.forward_hidden(ids, pos, &bias, Some(&mut self.cache));
         let last = hidden.narrow(1, t - 1, 1);
         let logits = model.logits(last).reshape([rows, model.vocab_size]);
-        let (picked, logprobs) = sample(logits, &self.options.sampling, &mut self.rng);
+        let forced: Vec<Option<u32>> = self
+            .seqs
+            .iter_mut()
+            .map(|s| if s.is_active() { s.forced.pop_front() } else { None })
+            .collect();
+        let (picked, logprobs) = sample(logits, &self.options.sampling, &mut self.rng, &forced);
 
         let max = self.options.max_new_tokens;
         for &r in &active {

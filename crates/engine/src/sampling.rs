@@ -67,10 +67,14 @@ impl SamplingParams {
 
 /// Picks one token per row of `logits` (`[rows, vocab]`, f32). Returns the ids and their
 /// log-probabilities under the model's raw distribution (temperature 1, no filtering).
+///
+/// `forced[r] = Some(id)` replaces row `r`'s pick by `id` (forced decoding); its log-prob is still
+/// the model's. An empty `forced` forces nothing.
 pub fn sample<B: Backend>(
     logits: Tensor<B, 2>,
     params: &SamplingParams,
     rng: &mut rand_chacha::ChaCha8Rng,
+    forced: &[Option<u32>],
 ) -> (Vec<u32>, Vec<f32>) {
     let [rows, vocab] = logits.dims();
     let device = logits.device();
@@ -93,6 +97,18 @@ pub fn sample<B: Backend>(
         );
         let gumbel = u.log().neg().log().neg();
         (logits.div_scalar(params.temperature) + gumbel).argmax(1)
+    };
+    let ids = if forced.iter().any(Option::is_some) {
+        let mask: Vec<bool> = (0..rows).map(|r| forced.get(r).is_some_and(Option::is_some)).collect();
+        let values: Vec<i64> = (0..rows)
+            .map(|r| forced.get(r).copied().flatten().unwrap_or(0) as i64)
+            .collect();
+        let mask =
+            Tensor::<B, 2, burn::tensor::Bool>::from_data(burn::tensor::TensorData::new(mask, [rows, 1]), &device);
+        let values = Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(values, [rows, 1]), &device);
+        ids.mask_where(mask, values)
+    } else {
+        ids
     };
     let lp = logp.gather(1, ids.clone());
     // One transfer for both: ids are exact in f32 below 2^24.
@@ -197,7 +213,7 @@ mod tests {
         };
         B::seed(&dev, 5);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let (ids, lps) = sample(t, &p, &mut rng);
+        let (ids, lps) = sample(t, &p, &mut rng, &[]);
         let z: f64 = logits.iter().map(|&l| (l as f64 / 2.0).exp()).sum();
         let zt: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
         for (k, &l) in logits.iter().enumerate() {

@@ -100,3 +100,43 @@ impl<B: Backend> KvCache<B> {
         self.len += t;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    fn config() -> Qwen2Config {
+        Qwen2Config::from_json_str(
+            r#"{"vocab_size": 8, "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "num_key_value_heads": 1}"#,
+            std::path::Path::new("test"),
+        )
+        .unwrap()
+    }
+
+    fn block(start: f32, t: usize) -> Tensor<B, 4> {
+        let v: Vec<f32> = (0..t * 2).map(|i| start + i as f32).collect();
+        Tensor::from_data(TensorData::new(v, [1, 1, t, 2]), &Default::default())
+    }
+
+    #[test]
+    fn append_writes_columns_and_reserve_keeps_them() {
+        let mut c = KvCache::<B>::new(&config(), 1, 3, FloatType::F32, &Default::default());
+        for layer in 0..2 {
+            let (k, _) = c.append(layer, block(0.0, 2), block(100.0, 2));
+            assert_eq!(k.dims(), [1, 1, 2, 2]);
+        }
+        c.advance(2);
+        c.reserve(6);
+        assert_eq!(c.capacity(), 6);
+        let (k, v) = c.append(0, block(10.0, 3), block(110.0, 3));
+        let k: Vec<f32> = k.into_data().to_vec().unwrap();
+        let v: Vec<f32> = v.into_data().to_vec().unwrap();
+        assert_eq!(k, vec![0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]);
+        assert_eq!(v[..4], [100.0, 101.0, 102.0, 103.0]);
+    }
+}
