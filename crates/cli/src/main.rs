@@ -23,9 +23,31 @@ enum Command {
     Score(ScoreArgs),
     /// Tokenize text with a tokenizer.json (no special tokens added), optionally through the chat template.
     Tokenize(TokenizeArgs),
+    /// Score a response with the ReSearch reward (or Search-R1 exact match) and say why.
+    Reward(RewardArgs),
     /// Benchmarks on random weights of a model shape.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct RewardArgs {
+    /// File holding the decoded response (special tokens kept, results included); `-` reads stdin.
+    #[arg(long)]
+    response: PathBuf,
+    /// Golden answers as a JSON list, e.g. '["Paris", "Paris, France"]'.
+    #[arg(long)]
+    golden: String,
+    /// EOS string the response must end with (repeatable); default: <|im_end|> and <|endoftext|>
+    /// (instruct models; use --eos '<|endoftext|>' for base models).
+    #[arg(long)]
+    eos: Vec<String>,
+    /// `research` (the ReSearch rule reward) or `em` (Search-R1 exact match).
+    #[arg(long, default_value = "research")]
+    kind: String,
+    /// Print {"score": ..., "reason": ...}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -313,6 +335,35 @@ fn parse_dtype(s: &str) -> Result<FloatType> {
     FloatType::parse(s).map_err(|_| anyhow::anyhow!("unknown dtype `{s}` (expected f32, bf16 or f16)"))
 }
 
+fn reward(a: RewardArgs) -> Result<()> {
+    use research::agent::{re_search_reward, search_r1_reward, INSTRUCT_EOS};
+    let text = if a.response.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&a.response).map_err(|e| anyhow::anyhow!("{}: {e}", a.response.display()))?
+    };
+    let golden: Vec<String> = serde_json::from_str(&a.golden)
+        .map_err(|e| anyhow::anyhow!("--golden: expected a JSON list of strings like '[\"Paris\"]' ({e})"))?;
+    let r = match a.kind.as_str() {
+        "research" => {
+            let eos: Vec<&str> = if a.eos.is_empty() {
+                INSTRUCT_EOS.to_vec()
+            } else {
+                a.eos.iter().map(String::as_str).collect()
+            };
+            re_search_reward(&text, &golden, &eos)
+        }
+        "em" => search_r1_reward(&text, &golden),
+        other => bail!("--kind: unknown reward `{other}` (expected research or em)"),
+    };
+    if a.json {
+        println!("{}", serde_json::json!({"score": r.score, "reason": r.reason}));
+    } else {
+        println!("score {:.4}  ({})", r.score, r.reason);
+    }
+    Ok(())
+}
+
 fn tokenize(a: TokenizeArgs) -> Result<()> {
     let tok = Qwen2Tokenizer::from_path(&a.tokenizer)?;
     let text = if a.chat {
@@ -348,6 +399,7 @@ fn main() {
         Command::Score(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, ScoreJob(a, d, dir))?),
         Command::Tokenize(a) => tokenize(a),
         Command::Bench(c) => bench(c),
+        Command::Reward(a) => reward(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));

@@ -140,6 +140,43 @@ fn bad_input_gives_one_error_line() {
 }
 
 #[test]
+fn reward_scores_a_response_and_says_why() {
+    let dir = std::env::temp_dir().join(format!("research-reward-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "<think> x </think> <answer> \\boxed{Paris} </answer><|im_end|>").unwrap();
+    let good = good.to_str().unwrap();
+    let (code, out, err) = research(&["reward", "--response", good, "--golden", "[\"paris\"]", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["score"], 1.0);
+    // Hand-worked: "Paris" vs "Paris France" has F1 2·(1·0.5)/(1+0.5) = 2/3.
+    let (_, out, _) = research(&["reward", "--response", good, "--golden", "[\"Paris France\"]", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!((v["score"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    // A base model's EOS is <|endoftext|>: this response lacks it.
+    let (_, out, _) = research(&[
+        "reward",
+        "--response",
+        good,
+        "--golden",
+        "[\"Paris\"]",
+        "--eos",
+        "<|endoftext|>",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["score"], 0.0);
+    assert!(v["reason"].as_str().unwrap().contains("EOS"));
+    fails_with(&["reward", "--response", good, "--golden", "Paris"], "--golden");
+    fails_with(
+        &["reward", "--response", "/nonexistent.txt", "--golden", "[]"],
+        "/nonexistent.txt",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn help_explains_the_commands() {
     let (code, out, _) = research(&["--help"]);
     assert_eq!(code, 0);

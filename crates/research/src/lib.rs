@@ -5,7 +5,8 @@
 //!
 //! - [`qwen2`]: Qwen2 / Qwen2.5 in burn (HF `config.json`, safetensors, `tokenizer.json`, chat template);
 //! - [`engine`]: batched KV-cache generation, sampling, stop strings, log-probs, backend selection;
-//! - [`kernels`]: attention (reference path; fused CUDA kernels with the `cuda` feature).
+//! - [`kernels`]: attention (reference path; fused CUDA kernels with the `cuda` feature);
+//! - [`agent`]: prompt templates, the rollout loop with search, rewards and answer metrics.
 //!
 //! ## Loading a model and generating
 //!
@@ -30,6 +31,7 @@
 //! # }
 //! ```
 
+pub use research_agent as agent;
 pub use research_engine as engine;
 pub use research_kernels as kernels;
 pub use research_qwen2 as qwen2;
