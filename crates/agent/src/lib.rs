@@ -11,6 +11,7 @@
 //!   with loss mask 0, until EOS or the response budget.
 
 pub mod metrics;
+pub mod remote;
 pub mod reward;
 pub mod rollout;
 pub mod template;
@@ -19,6 +20,7 @@ pub use metrics::{
     exact_match, f1_score, normalize_answer, score_item, sub_exact_match, token_scores, token_scores_single,
     ItemMetrics, Metrics, TokenScores,
 };
+pub use remote::ReSearchApi;
 pub use reward::{
     answer_span, check_format, extract_boxed, last_answer_span, re_search_reward, search_r1_reward, BoxedError,
     FormatError, Reward, BASE_EOS, ENDOFTEXT, IM_END, INSTRUCT_EOS, WRONG_ANSWER_SCORE,

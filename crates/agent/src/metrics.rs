@@ -171,7 +171,7 @@ pub fn f1_score<S: AsRef<str>>(prediction: &str, goldens: &[S]) -> f64 {
 }
 
 /// Every metric of one prediction, each maximised over its golden answers.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
 pub struct ItemMetrics {
     /// Exact match, 0 or 1.
     pub em: f64,

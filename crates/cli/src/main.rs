@@ -23,11 +23,73 @@ enum Command {
     Score(ScoreArgs),
     /// Tokenize text with a tokenizer.json (no special tokens added), optionally through the chat template.
     Tokenize(TokenizeArgs),
+    /// Evaluate on a benchmark: greedy ReSearch rollouts with search, per-item traces and an EM/F1/acc summary.
+    Eval(EvalArgs),
+    /// Ask one question: run the search loop once and show the trace (searches and results set apart).
+    Ask(AskArgs),
     /// Score a response with the ReSearch reward (or Search-R1 exact match) and say why.
     Reward(RewardArgs),
     /// Benchmarks on random weights of a model shape.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args, Clone)]
+struct AgentArgs {
+    /// A ReSearch-API retriever (POST /batch_search), e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    retriever_url: String,
+    /// Seconds before a retriever request fails (it is retried with backoff, then reported).
+    #[arg(long, default_value_t = 60)]
+    retriever_timeout: u64,
+    /// Use the base-model prompt (re_search_template, EOS <|endoftext|>) instead of the instruct one.
+    #[arg(long)]
+    base: bool,
+    /// Response budget in tokens, inserted results included.
+    #[arg(long, default_value_t = 8192)]
+    max_new_tokens: usize,
+    /// Passages per search.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Most searches per question (default: no limit, as the reference).
+    #[arg(long)]
+    max_turns: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct EvalArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// bamboogle, hotpotqa, 2wikimultihopqa or musique.
+    #[arg(long)]
+    dataset: String,
+    /// Split (default: test for bamboogle, dev for the others).
+    #[arg(long)]
+    split: Option<String>,
+    /// Folder with <dataset>/<split>.jsonl[.zst].
+    #[arg(long, default_value = "data/eval")]
+    data_dir: PathBuf,
+    /// Evaluate only the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output folder for items.jsonl and summary.json (an existing items.jsonl is resumed).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Questions per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+#[derive(Args, Clone)]
+struct AskArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The question.
+    question: String,
 }
 
 #[derive(Args)]
@@ -284,6 +346,99 @@ impl WithBackend for ScoreJob {
     }
 }
 
+fn rollout_config(a: &AgentArgs) -> research::agent::RolloutConfig {
+    research::agent::RolloutConfig {
+        response_budget: a.max_new_tokens,
+        top_k: a.top_k,
+        max_turns: a.max_turns,
+        sampling: SamplingParams::greedy(),
+        eos_ids: if a.base { vec![151643] } else { vec![151645, 151643] },
+        ..Default::default()
+    }
+}
+
+fn retriever(a: &AgentArgs) -> research::agent::ReSearchApi {
+    research::agent::ReSearchApi::new(&a.retriever_url, std::time::Duration::from_secs(a.retriever_timeout))
+}
+
+struct EvalJob(EvalArgs, FloatType, ModelDir);
+
+impl WithBackend for EvalJob {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        use research::eval::{dataset_file, evaluate, read_questions, EvalConfig, PromptStyle};
+        let EvalJob(a, dtype, dir) = self;
+        let file = dataset_file(&a.data_dir, &a.dataset, a.split.as_deref())?;
+        let mut questions = read_questions(&file)?;
+        if let Some(n) = a.limit {
+            questions.truncate(n);
+        }
+        let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let config = EvalConfig {
+            style: if a.agent.base {
+                PromptStyle::Base
+            } else {
+                PromptStyle::Instruct
+            },
+            batch_size: a.batch_size,
+            response_budget: a.agent.max_new_tokens,
+            top_k: a.agent.top_k,
+            max_turns: a.agent.max_turns,
+        };
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/eval-{}", a.dataset)));
+        let summary = evaluate(&engine, &retriever(&a.agent), &questions, &config, &out)?;
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        Ok(())
+    }
+}
+
+struct AskJob(AskArgs, FloatType, ModelDir);
+
+impl WithBackend for AskJob {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        use research::agent::{re_search_instruct_prompt, re_search_template, RolloutBatch};
+        let AskJob(a, dtype, dir) = self;
+        let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let prompt = if a.agent.base {
+            re_search_template(&a.question)
+        } else {
+            re_search_instruct_prompt(&a.question)
+        };
+        let ids = engine.tokenizer()?.encode(&prompt)?;
+        let rollout = RolloutBatch::new(&engine, vec![ids], rollout_config(&a.agent))?
+            .run(&retriever(&a.agent))?
+            .remove(0);
+        // Show the model's text, with each inserted result block set apart.
+        let mut rest = rollout.text.as_str();
+        while let Some(start) = rest.find(" <result>\n") {
+            print!("{}", &rest[..start]);
+            let end = rest[start..]
+                .find("\n</result>")
+                .map(|e| start + e + "\n</result>".len())
+                .unwrap_or(rest.len());
+            println!("\n  ┌── retrieved ──");
+            for line in rest[start + " <result>\n".len()..end.saturating_sub("\n</result>".len())].lines() {
+                println!("  │ {line}");
+            }
+            println!("  └───────────────");
+            rest = &rest[end..];
+        }
+        println!("{rest}");
+        println!(
+            "\n[{} searches, {} tokens, finished: {:?}; answer: {:?}]",
+            rollout.searches.len(),
+            rollout.response_ids.len(),
+            rollout.finish,
+            research::eval::predicted_answer(&rollout.text)
+        );
+        Ok(())
+    }
+}
+
 struct BenchGenerateJob(BenchGenerateArgs, FloatType, Qwen2Config);
 
 impl WithBackend for BenchGenerateJob {
@@ -400,6 +555,8 @@ fn main() {
         Command::Tokenize(a) => tokenize(a),
         Command::Bench(c) => bench(c),
         Command::Reward(a) => reward(a),
+        Command::Eval(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, EvalJob(a, d, dir))?),
+        Command::Ask(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, AskJob(a, d, dir))?),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));

@@ -42,9 +42,11 @@ impl<B: Backend> Engine<B> {
     /// Loads `config.json`, the weights and (when present) `tokenizer.json` from `dir`.
     pub fn load(dir: &ModelDir, dtype: FloatType, device: B::Device) -> Result<Self> {
         let (config, model) = load_model::<B>(dir, dtype, &device)?;
-        let tok_path = dir.path().join("tokenizer.json");
-        let tokenizer = if tok_path.exists() {
-            Some(Arc::new(Qwen2Tokenizer::from_path(&tok_path)?))
+        let has_tokenizer = ["tokenizer.json", "tokenizer.json.zst"]
+            .iter()
+            .any(|f| dir.path().join(f).exists());
+        let tokenizer = if has_tokenizer {
+            Some(Arc::new(Qwen2Tokenizer::from_path(dir.path())?))
         } else {
             None
         };

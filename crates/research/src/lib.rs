@@ -6,7 +6,8 @@
 //! - [`qwen2`]: Qwen2 / Qwen2.5 in burn (HF `config.json`, safetensors, `tokenizer.json`, chat template);
 //! - [`engine`]: batched KV-cache generation, sampling, stop strings, log-probs, backend selection;
 //! - [`kernels`]: attention (reference path; fused CUDA kernels with the `cuda` feature);
-//! - [`agent`]: prompt templates, the rollout loop with search, rewards and answer metrics.
+//! - [`agent`]: prompt templates, the rollout loop with search, rewards and answer metrics;
+//! - [`eval`]: FlashRAG datasets and benchmark evaluation.
 //!
 //! ## Loading a model and generating
 //!
@@ -33,6 +34,7 @@
 
 pub use research_agent as agent;
 pub use research_engine as engine;
+pub use research_eval as eval;
 pub use research_kernels as kernels;
 pub use research_qwen2 as qwen2;
 

@@ -1,0 +1,16 @@
+//! Checkpoint I/O shared by the research-rs model crates (`research-qwen2`, `research-bert`).
+//!
+//! - [`Checkpoint`]: memory-mapped safetensors, one `model.safetensors` or the shards listed by
+//!   `model.safetensors.index.json`, decoded tensor by tensor into f32/bf16/f16 [`TensorData`]
+//!   (HF `Linear` weights optionally transposed from `[out, in]` to `[in, out]`).
+//! - [`FloatType`]: the float types a model can be loaded in, with their burn dtype and HF name.
+//! - [`ModelError`]: the one error type of the model crates; every variant names the file (and the
+//!   field or tensor) at fault.
+//!
+//! [`TensorData`]: burn::tensor::TensorData
+
+pub mod error;
+pub mod weights;
+
+pub use error::{io_err, ModelError, Result};
+pub use weights::{encode, Checkpoint, FloatType, RawTensor};
