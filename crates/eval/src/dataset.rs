@@ -22,16 +22,8 @@ pub struct Question {
 /// Reads a text file, decompressing `.zst`.
 pub fn read_text(path: &Path) -> Result<String, EvalError> {
     let bytes = std::fs::read(path).map_err(|e| EvalError::Io(path.to_path_buf(), e.to_string()))?;
-    if path.extension().is_some_and(|e| e == "zst") {
-        let mut out = String::new();
-        let mut dec = ruzstd::decoding::StreamingDecoder::new(bytes.as_slice())
-            .map_err(|e| EvalError::Io(path.to_path_buf(), format!("not a zstd stream: {e}")))?;
-        std::io::Read::read_to_string(&mut dec, &mut out)
-            .map_err(|e| EvalError::Io(path.to_path_buf(), format!("corrupt zstd stream or not UTF-8: {e}")))?;
-        Ok(out)
-    } else {
-        String::from_utf8(bytes).map_err(|e| EvalError::Io(path.to_path_buf(), format!("not UTF-8: {e}")))
-    }
+    let bytes = research_model_io::maybe_unzstd(path, bytes).map_err(|m| EvalError::Io(path.to_path_buf(), m))?;
+    String::from_utf8(bytes).map_err(|e| EvalError::Io(path.to_path_buf(), format!("not UTF-8: {e}")))
 }
 
 /// Reads every question of a FlashRAG jsonl file; a bad line is an error naming file and line.

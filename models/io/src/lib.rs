@@ -14,3 +14,16 @@ pub mod weights;
 
 pub use error::{io_err, ModelError, Result};
 pub use weights::{encode, Checkpoint, FloatType, RawTensor};
+
+/// The bytes of a file as stored, decompressed when its name ends in `.zst` (the repository ships
+/// large text files zstd-compressed). The error says what is wrong, without the path.
+pub fn maybe_unzstd(path: &std::path::Path, bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    if !path.extension().is_some_and(|e| e == "zst") {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    let mut dec =
+        ruzstd::decoding::StreamingDecoder::new(bytes.as_slice()).map_err(|e| format!("not a zstd stream: {e}"))?;
+    std::io::Read::read_to_end(&mut dec, &mut out).map_err(|e| format!("corrupt zstd stream: {e}"))?;
+    Ok(out)
+}

@@ -117,16 +117,7 @@ impl Qwen2Tokenizer {
                 err(&path, e.to_string())
             }
         })?;
-        let bytes = if path.extension().is_some_and(|e| e == "zst") {
-            let mut out = Vec::new();
-            let mut dec = ruzstd::decoding::StreamingDecoder::new(bytes.as_slice())
-                .map_err(|e| err(&path, format!("not a zstd stream: {e}")))?;
-            std::io::Read::read_to_end(&mut dec, &mut out)
-                .map_err(|e| err(&path, format!("corrupt zstd stream: {e}")))?;
-            out
-        } else {
-            bytes
-        };
+        let bytes = research_model_io::maybe_unzstd(&path, bytes).map_err(|m| err(&path, m))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| err(&path, e.to_string()))?;
         let token_bytes = Self::byte_table(&inner);
         Ok(Self {
