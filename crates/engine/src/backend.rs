@@ -122,7 +122,10 @@ pub type CudaBackend = burn::backend::Cuda<f32, i32>;
 pub type TchBackend = burn::backend::LibTorch<f32>;
 
 /// Checks that `kind` is compiled in and computes in `dtype`, then runs `work` on it.
-#[cfg_attr(not(any(feature = "cpu", feature = "cuda", feature = "tch")), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "cpu", feature = "cuda", feature = "tch")),
+    allow(unused_variables)
+)]
 pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
     if !kind.is_compiled() {
         return Err(EngineError::Backend(format!(

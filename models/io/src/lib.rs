@@ -18,7 +18,7 @@ pub use weights::{encode, Checkpoint, FloatType, RawTensor};
 /// The bytes of a file as stored, decompressed when its name ends in `.zst` (the repository ships
 /// large text files zstd-compressed). The error says what is wrong, without the path.
 pub fn maybe_unzstd(path: &std::path::Path, bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    if !path.extension().is_some_and(|e| e == "zst") {
+    if path.extension().is_none_or(|e| e != "zst") {
         return Ok(bytes);
     }
     let mut out = Vec::new();
