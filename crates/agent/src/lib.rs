@@ -9,11 +9,15 @@
 //! - [`rollout`]: the loop itself: generation on the engine with `</search>` stops, one batched
 //!   retriever call per turn (retried with backoff, never a silent empty result), results inserted
 //!   with loss mask 0, until EOS or the response budget.
+//! - [`search_r1`]: Search-R1's variant of the loop (turns of at most 500 tokens cut at the first
+//!   `</search>` or `</answer>` and re-tokenized, `<information>` observations, a final answer turn,
+//!   a rolling 4096-token context).
 
 pub mod metrics;
 pub mod remote;
 pub mod reward;
 pub mod rollout;
+pub mod search_r1;
 pub mod template;
 
 pub use metrics::{
@@ -27,6 +31,10 @@ pub use reward::{
 };
 pub use rollout::{
     extract_query, Passage, Retriever, Rollout, RolloutBatch, RolloutConfig, RolloutError, RolloutFinish, SearchCall,
+};
+pub use search_r1::{
+    cut_turn, parse_action, search_r1_chat_prompt, Action, SearchR1Batch, SearchR1Config, SearchR1Finish,
+    SearchR1Rollout, INVALID_ACTION,
 };
 pub use template::{
     re_search_docs, re_search_instruct_prompt, re_search_result_text, re_search_template, search_r1_docs,
