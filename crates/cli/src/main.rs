@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use research::burn::tensor::backend::Backend;
 use research::prelude::*;
 
+mod data;
+mod judge;
+mod loops;
+
 #[derive(Parser)]
 #[command(name = "research", version, about = "research-rs: Qwen2.5 in burn, generation and scoring (ReSearch RL stack)", long_about = None)]
 struct Cli {
@@ -29,6 +33,9 @@ enum Command {
     Ask(AskArgs),
     /// Score a response with the ReSearch reward (or Search-R1 exact match) and say why.
     Reward(RewardArgs),
+    /// Training data: ReSearch's parquet from FlashRAG jsonl.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Benchmarks on random weights of a model shape.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -48,12 +55,15 @@ struct AgentArgs {
     /// Response budget in tokens, inserted results included.
     #[arg(long, default_value_t = 8192)]
     max_new_tokens: usize,
-    /// Passages per search.
-    #[arg(long, default_value_t = 5)]
-    top_k: usize,
-    /// Most searches per question (default: no limit, as the reference).
+    /// Passages per search (default 5; 3 with --loop search-r1).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Most searches per question (default: no limit, as the reference; with --loop search-r1:
+    /// turns before the final answer turn, default 4).
     #[arg(long)]
     max_turns: Option<usize>,
+    #[command(flatten)]
+    loop_args: loops::LoopArgs,
 }
 
 #[derive(Args, Clone)]
@@ -80,6 +90,8 @@ struct EvalArgs {
     /// Questions per batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    #[command(flatten)]
+    judge: judge::JudgeArgs,
 }
 
 #[derive(Args, Clone)]
@@ -349,7 +361,7 @@ impl WithBackend for ScoreJob {
 fn rollout_config(a: &AgentArgs) -> research::agent::RolloutConfig {
     research::agent::RolloutConfig {
         response_budget: a.max_new_tokens,
-        top_k: a.top_k,
+        top_k: a.top_k.unwrap_or(5),
         max_turns: a.max_turns,
         sampling: SamplingParams::greedy(),
         eos_ids: if a.base { vec![151643] } else { vec![151645, 151643] },
@@ -366,14 +378,16 @@ struct EvalJob(EvalArgs, FloatType, ModelDir);
 impl WithBackend for EvalJob {
     type Output = Result<()>;
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        use research::eval::{dataset_file, evaluate, read_questions, EvalConfig, PromptStyle};
+        use research::eval::{dataset_file, evaluate_with_judge, read_questions, EvalConfig, PromptStyle};
         let EvalJob(a, dtype, dir) = self;
         let file = dataset_file(&a.data_dir, &a.dataset, a.split.as_deref())?;
         let mut questions = read_questions(&file)?;
         if let Some(n) = a.limit {
             questions.truncate(n);
         }
+        let judge = judge::judge(&a.judge)?;
         let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let lp = &a.agent.loop_args;
         let config = EvalConfig {
             style: if a.agent.base {
                 PromptStyle::Base
@@ -382,14 +396,18 @@ impl WithBackend for EvalJob {
             },
             batch_size: a.batch_size,
             response_budget: a.agent.max_new_tokens,
-            top_k: a.agent.top_k,
+            top_k: a.agent.top_k.unwrap_or(lp.default_top_k()),
             max_turns: a.agent.max_turns,
+            loop_kind: lp.kind(),
+            turn_tokens: lp.turn_tokens,
+            max_obs_tokens: lp.max_obs_tokens,
+            max_context: lp.max_context,
         };
         let out = a
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("runs/eval-{}", a.dataset)));
-        let summary = evaluate(&engine, &retriever(&a.agent), &questions, &config, &out)?;
+        let summary = evaluate_with_judge(&engine, &retriever(&a.agent), &questions, &config, &out, judge.as_ref())?;
         println!("{}", serde_json::to_string_pretty(&summary)?);
         Ok(())
     }
@@ -403,6 +421,20 @@ impl WithBackend for AskJob {
         use research::agent::{re_search_instruct_prompt, re_search_template, RolloutBatch};
         let AskJob(a, dtype, dir) = self;
         let engine = Engine::<B>::load(&dir, dtype, device)?;
+        let lp = &a.agent.loop_args;
+        if lp.kind == loops::LoopChoice::SearchR1 {
+            let top_k = a.agent.top_k.unwrap_or(lp.default_top_k());
+            let retriever = retriever(&a.agent);
+            return loops::ask_search_r1(
+                &engine,
+                &a.question,
+                a.agent.base,
+                lp,
+                top_k,
+                a.agent.max_turns,
+                &retriever,
+            );
+        }
         let prompt = if a.agent.base {
             re_search_template(&a.question)
         } else {
@@ -555,6 +587,7 @@ fn main() {
         Command::Tokenize(a) => tokenize(a),
         Command::Bench(c) => bench(c),
         Command::Reward(a) => reward(a),
+        Command::Data(c) => data::run(c),
         Command::Eval(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, EvalJob(a, d, dir))?),
         Command::Ask(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, AskJob(a, d, dir))?),
     };
