@@ -194,7 +194,7 @@ fn row_from_record(row: &Row) -> Result<TrainingRow, String> {
         Field::ListInternal(list) => (0..list.len())
             .map(|k| {
                 list.get_string(k)
-                    .map(Clone::clone)
+                    .cloned()
                     .map_err(|e| format!("field `reward_model.ground_truth[{k}]`: expected a string ({e})"))
             })
             .collect::<Result<Vec<_>, _>>()?,
