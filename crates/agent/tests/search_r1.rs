@@ -243,7 +243,10 @@ fn rows_search_in_one_batched_call_per_turn() {
 fn turn_budget_observation_cap_and_response_cap() {
     let engine = engine();
     let tok = tokenizer();
-    let long = enc(&tok, "<think> one two three four five six seven eight nine ten </think>");
+    let long = enc(
+        &tok,
+        "<think> one two three four five six seven eight nine ten </think>",
+    );
     // 7 tokens per turn: the scripted search and answer turns (7 tokens each) fit, `long` does not.
     let (search, answer) = (enc(&tok, "<search> q </search>"), enc(&tok, "<answer> z </answer>"));
     assert_eq!((search.len(), answer.len()), (7, 7));
