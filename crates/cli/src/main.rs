@@ -11,6 +11,7 @@ use research::prelude::*;
 mod data;
 mod judge;
 mod loops;
+mod retrieval;
 
 #[derive(Parser)]
 #[command(name = "research", version, about = "research-rs: Qwen2.5 in burn, generation and scoring (ReSearch RL stack)", long_about = None)]
@@ -39,6 +40,10 @@ enum Command {
     /// Benchmarks on random weights of a model shape.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Build (or resume) a dense HNSW index over a FlashRAG corpus with a BERT encoder.
+    Index(retrieval::IndexArgs),
+    /// Search an index: top-k passages per query (HNSW, or --exact brute force).
+    Search(retrieval::SearchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -590,6 +595,8 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Eval(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, EvalJob(a, d, dir))?),
         Command::Ask(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, AskJob(a, d, dir))?),
+        Command::Index(a) => retrieval::index(a),
+        Command::Search(a) => retrieval::search(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));
