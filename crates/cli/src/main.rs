@@ -12,6 +12,7 @@ mod data;
 mod judge;
 mod loops;
 mod retrieval;
+mod serve;
 
 #[derive(Parser)]
 #[command(name = "research", version, about = "research-rs: Qwen2.5 in burn, generation and scoring (ReSearch RL stack)", long_about = None)]
@@ -44,6 +45,8 @@ enum Command {
     Index(retrieval::IndexArgs),
     /// Search an index: top-k passages per query (HNSW, or --exact brute force).
     Search(retrieval::SearchArgs),
+    /// Serve an index over HTTP: ReSearch's /health, /search, /batch_search and Search-R1's /retrieve.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -597,6 +600,7 @@ fn main() {
         Command::Ask(a) => runtime(&a.runtime).and_then(|(k, d, dir)| dispatch(k, d, AskJob(a, d, dir))?),
         Command::Index(a) => retrieval::index(a),
         Command::Search(a) => retrieval::search(a),
+        Command::Serve(a) => serve::serve(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));
