@@ -73,12 +73,12 @@ pub fn attention<B: Backend>(
     let dtype = q.dtype();
     let scale = 1.0 / (d as f64).sqrt();
     let q = q.reshape([b, kvh, g * t, d]);
-    let scores = q.matmul(k.transpose()).mul_scalar(scale);
+    let scores = crate::linear::matmul(q, k.transpose()).mul_scalar(scale);
     let scores = scores.cast(DType::F32).reshape([b, kvh, g, t, s]);
     let bias = bias.bias.clone().unsqueeze_dim::<5>(2);
     let probs = burn::tensor::activation::softmax(scores + bias, 4);
     let probs = probs.cast(dtype).reshape([b, kvh, g * t, s]);
-    probs.matmul(v).reshape([b, h, t, d])
+    crate::linear::matmul(probs, v).reshape([b, h, t, d])
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ OUT=${OUT:-/tmp/gpu-suite}
 mkdir -p "$OUT"
 BIN=stage/bin/research
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
+# cuBLASLt for burn-cuda's linear layers (loaded at run time by cudarc as libcublasLt.so.13).
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
@@ -22,6 +24,14 @@ if [ "${SKIP_PARITY:-0}" != 1 ]; then
   # One process for every check: burn-cuda compiles its kernels once per process.
   CUBECL_AUTOTUNE_LEVEL=minimal timeout ${PARITY_TIMEOUT:-300} stage/bin/gpu-parity ${PARITY_CHECKS:-cuda:f32:1e-3 cuda:bf16:p8 tch-cuda:f32:1e-3 tch-cuda:bf16:p8 tch-cpu:f32:1e-4} 2>&1 | tee -a "$OUT/parity.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [ "${SKIP_GEMM:-0}" != 1 ]; then
+  # The cuBLASLt linear route (issue 7): float64-checked forward/backward, then the GEMM table
+  # beside torch.matmul in the same run.
+  CUBECL_AUTOTUNE_LEVEL=minimal timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm check 2>&1 | tee -a "$OUT/gemm.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench ${GEMM_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
+  timeout ${GEMM_TIMEOUT:-200} python3 tests/gpu/bench_gemm_torch.py 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   CFG=${BENCH_CONFIG:-data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json}

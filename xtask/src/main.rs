@@ -100,7 +100,7 @@ fn main() -> Result<()> {
             run(&mut cmd)?;
         }
         Cmd::StageGpu { features } => {
-            for (pkg, bin) in [("research-cli", "research"), ("research-tests", "gpu-parity")] {
+            for (pkg, bin) in [("research-cli", "research"), ("research-tests", "gpu-parity"), ("research-tests", "gpu-gemm")] {
                 let args = [
                     "build",
                     "--release",
@@ -118,7 +118,7 @@ fn main() -> Result<()> {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root().join("target"));
-            for bin in ["research", "gpu-parity"] {
+            for bin in ["research", "gpu-parity", "gpu-gemm"] {
                 let built = target.join("release").join(bin);
                 std::fs::copy(&built, stage.join("bin").join(bin)).with_context(|| built.display().to_string())?;
             }

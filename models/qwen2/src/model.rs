@@ -38,11 +38,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// `x @ W (+ b)` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = x.matmul(self.weight.val().unsqueeze());
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze(),
-            None => y,
-        }
+        research_kernels::linear::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 }
 
@@ -412,7 +408,7 @@ impl<B: Backend> Qwen2ForCausalLM<B> {
             Some(w) => w.val(),
             None => self.embed_tokens.val().transpose(),
         };
-        hidden.matmul(w.unsqueeze()).cast(DType::F32)
+        research_kernels::linear::linear(hidden, w, None).cast(DType::F32)
     }
 
     /// Teacher-forced log-probs for one batch of equal-length sequences `[batch, seq]`:

@@ -137,6 +137,7 @@ fn main() {
             }
         }
     }
-    println!("gpu-parity: {pass} passed, {fail} failed");
+    let (gemm_launched, gemm_failed) = research::kernels::linear::cublaslt_counts();
+    println!("gpu-parity: {pass} passed, {fail} failed (cuBLASLt products: {gemm_launched}, fallbacks: {gemm_failed})");
     std::process::exit(if fail > 0 { 1 } else { 0 });
 }

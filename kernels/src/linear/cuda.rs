@@ -1,0 +1,778 @@
+//! cuBLASLt on burn-cuda's buffers and stream.
+//!
+//! How the pieces meet (burn 0.21 / cubecl 0.10):
+//! - A burn-cuda float tensor is a `burn_cubecl::tensor::CubeTensor<CudaRuntime>`: a cubecl
+//!   `Handle` (buffer + byte offsets) with shape and strides. We reach it from a generic
+//!   `Tensor<B, D>` by `TypeId`: the primitive is downcast through `Any`, no unsafe casts.
+//! - The device pointer of a handle is `ComputeServer::get_resource(binding, stream)` (the
+//!   `GpuResource::ptr`, offset included). We call it inside `DeviceHandle::submit_blocking`, a
+//!   closure that runs on cubecl's device thread with `&mut CudaServer`, in order with the kernel
+//!   launches burn queued before; resolving the bindings there also makes the current stream wait
+//!   for buffers written on another stream (cubecl's own event logic).
+//! - The `CUstream` the server launches this thread's kernels on is private to cubecl-cuda 0.10
+//!   (`compute::stream::Stream::sys`, `cubecl-cuda-0.10.0/src/compute/stream.rs:24`, inside the
+//!   private `CudaServer::streams`, `src/compute/server.rs:54`; no accessor exists). `CudaServer`
+//!   derives `Debug`, which prints each stream's `sys` pointer in pool order; we read the pointer of
+//!   this thread's pool slot (`StreamId::value % max_streams`, `cubecl-runtime` `stream/base.rs`)
+//!   from that output once per (device, stream id), check it with `cuStreamQuery`, and cache it.
+//!   The cuBLASLt call is then enqueued on that stream from the device thread: ordered after
+//!   burn's producers and before its consumers, no host synchronisation.
+//! - The output is allocated by burn (`client.empty`) on the same stream; the cuBLASLt workspace
+//!   (32 MiB per stream) is one `cuMemAlloc` kept for the process.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::{Backend, BackendTypes};
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::cubecl::cuda::CudaRuntime;
+use burn_cubecl::cubecl::device::Device;
+use burn_cubecl::cubecl::device_handle::DeviceHandle;
+use burn_cubecl::cubecl::server::{ComputeServer, Handle};
+use burn_cubecl::cubecl::stream_id::StreamId;
+use burn_cubecl::cubecl::Runtime;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeBackend;
+use cudarc::cublaslt::result as lt;
+use cudarc::cublaslt::sys as lts;
+
+use super::{reference_forced, GemmPlan};
+
+/// The engine's burn-cuda backend type.
+type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
+type CT = CubeTensor<CudaRuntime>;
+/// burn-autodiff's tensor over burn-cuda (its module is private; the type is reached through the
+/// backend's associated type).
+type AutodiffTensor = <Autodiff<Cuda> as BackendTypes>::FloatTensorPrimitive;
+type Server = <CudaRuntime as Runtime>::Server;
+
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// Moves a value to type `T` when it is one (checked by `TypeId`), else gives it back.
+fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(t) => Ok(t.take().expect("slot is full")),
+        None => Err(slot.expect("slot is full")),
+    }
+}
+
+fn float_prim<B: Backend, const D: usize>(t: &Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.clone().into_primitive().tensor()
+}
+
+/// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
+pub(crate) fn try_linear<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    w: &Tensor<B, 2>,
+    b: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, D>> {
+    let id = TypeId::of::<B>();
+    let plain = id == TypeId::of::<Cuda>();
+    let ad_none = id == TypeId::of::<Autodiff<Cuda, NoCheckpointing>>();
+    let ad_bal = id == TypeId::of::<Autodiff<Cuda, BalancedCheckpointing>>();
+    if !(plain || ad_none || ad_bal) || reference_forced() || !cublaslt_present() {
+        return None;
+    }
+    let xp = float_prim(x);
+    let wp = float_prim(w);
+    let bp = b.map(float_prim);
+    let out: B::FloatTensorPrimitive = if plain {
+        let y = gemm(
+            cast::<_, CT>(xp).ok()?,
+            cast::<_, CT>(wp).ok()?,
+            bp.map(|b| cast::<_, CT>(b).ok()).unwrap_or(None),
+        )?;
+        cast(y).ok()?
+    } else {
+        type AT = AutodiffTensor;
+        let xa = cast::<_, AT>(xp).ok()?;
+        let wa = cast::<_, AT>(wp).ok()?;
+        let ba = match bp {
+            Some(b) => Some(cast::<_, AT>(b).ok()?),
+            None => None,
+        };
+        let y = if ad_none {
+            autodiff_linear::<NoCheckpointing>(xa, wa, ba)?
+        } else {
+            autodiff_linear::<BalancedCheckpointing>(xa, wa, ba)?
+        };
+        cast(y).ok()?
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// The fused batched product when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
+pub(crate) fn try_matmul<B: Backend, const D: usize>(a: &Tensor<B, D>, b: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    let id = TypeId::of::<B>();
+    let plain = id == TypeId::of::<Cuda>();
+    let ad_none = id == TypeId::of::<Autodiff<Cuda, NoCheckpointing>>();
+    let ad_bal = id == TypeId::of::<Autodiff<Cuda, BalancedCheckpointing>>();
+    if !(plain || ad_none || ad_bal) || D < 3 || reference_forced() || !cublaslt_present() {
+        return None;
+    }
+    let (ap, bp) = (float_prim(a), float_prim(b));
+    let out: B::FloatTensorPrimitive = if plain {
+        cast(bmm(cast::<_, CT>(ap).ok()?, cast::<_, CT>(bp).ok()?)?).ok()?
+    } else {
+        let (aa, ba) = (cast::<_, AutodiffTensor>(ap).ok()?, cast::<_, AutodiffTensor>(bp).ok()?);
+        let y = if ad_none {
+            autodiff_bmm::<NoCheckpointing>(aa, ba)?
+        } else {
+            autodiff_bmm::<BalancedCheckpointing>(aa, ba)?
+        };
+        cast(y).ok()?
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// Whether libcublasLt can be loaded (checked once).
+fn cublaslt_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        // SAFETY: only tries to dlopen the library by its candidate names.
+        let ok = unsafe { lts::is_culib_present() };
+        if !ok {
+            tracing::warn!("libcublasLt not found; burn-cuda linear layers use the burn matmul path");
+        }
+        ok
+    })
+}
+
+/// `x [.., K] @ w [K, N] (+ b [N])` on burn-cuda tensors through cuBLASLt, or `None` when the
+/// layout/dtype is not supported or cuBLASLt fails (the caller then takes the reference path).
+pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>) -> Option<CT> {
+    let dtype = x.dtype;
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) || w.dtype != dtype || x.qparams.is_some() {
+        return None;
+    }
+    let plan = GemmPlan::new(x.meta.shape(), x.meta.strides(), w.meta.shape(), w.meta.strides())?;
+    if let Some(b) = &bias {
+        if b.dtype != dtype || b.meta.shape().len() != 1 || b.meta.shape()[0] != plan.n {
+            return None;
+        }
+        if plan.n > 1 && b.meta.strides()[0] != 1 {
+            return None;
+        }
+    }
+    let mut out_dims: Vec<usize> = x.meta.shape().to_vec();
+    *out_dims.last_mut()? = plan.n;
+    launch(&x, &w, bias.as_ref(), plan, out_dims)
+}
+
+/// Batched `a [.., M, K] @ b [.., K, N]` (equal batch dimensions) through one strided-batched
+/// cuBLASLt call, or `None` when unsupported.
+pub(crate) fn bmm(a: CT, b: CT) -> Option<CT> {
+    let dtype = a.dtype;
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) || b.dtype != dtype || a.qparams.is_some() {
+        return None;
+    }
+    let plan = GemmPlan::batched(a.meta.shape(), a.meta.strides(), b.meta.shape(), b.meta.strides())?;
+    let mut out_dims: Vec<usize> = a.meta.shape().to_vec();
+    *out_dims.last_mut()? = plan.n;
+    launch(&a, &b, None, plan, out_dims)
+}
+
+/// Allocates the contiguous output with burn and enqueues the cuBLASLt call on burn's stream.
+fn launch(x: &CT, w: &CT, bias: Option<&CT>, plan: GemmPlan, out_dims: Vec<usize>) -> Option<CT> {
+    let dtype = x.dtype;
+    let elem = dtype.size();
+    let out_handle = x.client.empty(plan.batch * plan.m * plan.n * elem);
+    let call = Call {
+        plan,
+        dtype,
+        x: x.handle.clone(),
+        w: w.handle.clone(),
+        bias: bias.map(|b| b.handle.clone()),
+        out: out_handle.clone(),
+    };
+    let device_id = x.device.to_id();
+    let key_device = (device_id.type_id, device_id.index_id as u32);
+    let device = DeviceHandle::<Server>::new(device_id);
+    match device.submit_blocking(move |server| call.run(server, key_device)) {
+        Ok(Ok(())) => {
+            LAUNCHED.fetch_add(1, Ordering::Relaxed);
+            Some(CT::new_contiguous(
+                x.client.clone(),
+                x.device.clone(),
+                Shape::from(out_dims),
+                out_handle,
+                dtype,
+            ))
+        }
+        Ok(Err(reason)) => {
+            warn_once(&reason);
+            None
+        }
+        Err(err) => {
+            warn_once(&format!("device call failed: {err:?}"));
+            None
+        }
+    }
+}
+
+fn warn_once(reason: &str) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.iter().any(|s| s == reason) {
+        tracing::warn!("cuBLASLt linear fell back to the burn matmul path: {reason}");
+        seen.push(reason.to_string());
+    }
+}
+
+/// cuBLASLt products enqueued, and calls that failed over to burn's path after trying.
+pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+struct Call {
+    plan: GemmPlan,
+    dtype: DType,
+    x: Handle,
+    w: Handle,
+    bias: Option<Handle>,
+    out: Handle,
+}
+
+/// The cached cuBLASLt objects for one problem.
+struct LtPlan {
+    desc: lts::cublasLtMatmulDesc_t,
+    a: lts::cublasLtMatrixLayout_t,
+    b: lts::cublasLtMatrixLayout_t,
+    d: lts::cublasLtMatrixLayout_t,
+    algo: lts::cublasLtMatmulAlgo_t,
+    workspace: usize,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct PlanKey {
+    device: (u16, u32),
+    dtype: u8,
+    plan: (usize, usize, usize, bool, usize, bool, usize),
+    batch: (usize, usize, usize),
+    bias: bool,
+    align: [u8; 4],
+}
+
+#[derive(Default)]
+struct LtState {
+    handles: HashMap<(u16, u32), lts::cublasLtHandle_t>,
+    streams: HashMap<((u16, u32), u64), usize>,
+    workspaces: HashMap<usize, u64>,
+    plans: HashMap<PlanKey, LtPlan>,
+}
+
+// SAFETY: the raw cuBLASLt/CUDA handles are only used under the mutex, from cubecl's device
+// threads, with the device's context current.
+unsafe impl Send for LtState {}
+
+fn state() -> &'static Mutex<LtState> {
+    static STATE: OnceLock<Mutex<LtState>> = OnceLock::new();
+    STATE.get_or_init(|| Mutex::new(LtState::default()))
+}
+
+fn align_of_ptr(p: u64) -> u8 {
+    (p.trailing_zeros().min(8)) as u8
+}
+
+fn data_type(dtype: DType) -> lts::cudaDataType {
+    match dtype {
+        DType::BF16 => lts::cudaDataType::CUDA_R_16BF,
+        DType::F16 => lts::cudaDataType::CUDA_R_16F,
+        _ => lts::cudaDataType::CUDA_R_32F,
+    }
+}
+
+fn lt_err(what: &str) -> impl Fn(lt::CublasError) -> String + '_ {
+    move |e| format!("{what}: {e:?}")
+}
+
+impl Call {
+    fn run(self, server: &mut Server, device: (u16, u32)) -> Result<(), String> {
+        let stream_id = StreamId::current();
+        let get = |server: &mut Server, h: Handle| {
+            server
+                .get_resource(h.binding(), stream_id)
+                .map_err(|e| format!("get_resource: {e:?}"))
+        };
+        let rx = get(server, self.x)?;
+        let rw = get(server, self.w)?;
+        let rb = match self.bias {
+            Some(b) => Some(get(server, b)?),
+            None => None,
+        };
+        let ro = get(server, self.out)?;
+        let (px, pw, po) = (rx.resource().ptr, rw.resource().ptr, ro.resource().ptr);
+        let pb = rb.as_ref().map(|r| r.resource().ptr);
+
+        let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        let stream = match st.streams.get(&(device, stream_id.value)) {
+            Some(&s) => s,
+            None => {
+                let s = find_stream(server, stream_id)?;
+                st.streams.insert((device, stream_id.value), s);
+                s
+            }
+        };
+        let handle = match st.handles.get(&device) {
+            Some(&h) => h,
+            None => {
+                let h = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
+                st.handles.insert(device, h);
+                h
+            }
+        };
+        let workspace = match st.workspaces.get(&stream) {
+            Some(&w) => w,
+            None => {
+                // SAFETY: plain device allocation in the server's current context.
+                let w = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
+                    .map_err(|e| format!("workspace allocation: {e:?}"))?;
+                st.workspaces.insert(stream, w);
+                w
+            }
+        };
+        let p = self.plan;
+        let key = PlanKey {
+            device,
+            dtype: match self.dtype {
+                DType::F32 => 0,
+                DType::BF16 => 1,
+                _ => 2,
+            },
+            plan: (p.m, p.n, p.k, p.trans_a, p.lda, p.trans_b, p.ldb),
+            batch: (p.batch, p.stride_a, p.stride_b),
+            bias: pb.is_some(),
+            align: [
+                align_of_ptr(pw),
+                align_of_ptr(px),
+                align_of_ptr(po),
+                pb.map(align_of_ptr).unwrap_or(8),
+            ],
+        };
+        if !st.plans.contains_key(&key) {
+            let built = build_plan(handle, &key, self.dtype)?;
+            st.plans.insert(key, built);
+        }
+        let lp = &st.plans[&key];
+        let alpha = 1.0f32;
+        let beta = 0.0f32;
+        // SAFETY: descriptors are live (cached, never destroyed); pointers are burn buffers kept
+        // alive by the resources held until after the enqueue; the stream is the server's.
+        unsafe {
+            if let Some(pb) = pb {
+                let ptr = pb as *const c_void;
+                lt::set_matmul_desc_attribute(
+                    lp.desc,
+                    lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &ptr as *const _ as *const c_void,
+                    std::mem::size_of::<*const c_void>(),
+                )
+                .map_err(lt_err("bias pointer"))?;
+            }
+            lt::matmul(
+                handle,
+                lp.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                pw as *const c_void,
+                lp.a,
+                px as *const c_void,
+                lp.b,
+                po as *const c_void,
+                lp.d,
+                po as *mut c_void,
+                lp.d,
+                &lp.algo,
+                workspace as *mut c_void,
+                lp.workspace,
+                stream as lts::cudaStream_t,
+            )
+            .map_err(lt_err("cublasLtMatmul"))?;
+        }
+        drop((rx, rw, rb, ro));
+        Ok(())
+    }
+}
+
+fn build_plan(handle: lts::cublasLtHandle_t, key: &PlanKey, dtype: DType) -> Result<LtPlan, String> {
+    let (m, n, k, trans_a, lda, trans_b, ldb) = key.plan;
+    let ty = data_type(dtype);
+    // cublasOperation_t (an int-sized enum in cublas_api.h): CUBLAS_OP_N = 0, CUBLAS_OP_T = 1.
+    let op = |t: bool| -> i32 { i32::from(t) };
+    let (a_rows, a_cols) = if trans_a { (k, n) } else { (n, k) };
+    let (b_rows, b_cols) = if trans_b { (m, k) } else { (k, m) };
+    // SAFETY: descriptor creation and attribute setting with pointers to live locals.
+    unsafe {
+        let desc = lt::create_matmul_desc(
+            lts::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            lts::cudaDataType::CUDA_R_32F,
+        )
+        .map_err(lt_err("matmul desc"))?;
+        let set = |attr, value: *const c_void, size| {
+            lt::set_matmul_desc_attribute(desc, attr, value, size).map_err(lt_err("matmul desc attribute"))
+        };
+        let (oa, ob) = (op(trans_a), op(trans_b));
+        set(
+            lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+            &oa as *const _ as *const c_void,
+            std::mem::size_of_val(&oa),
+        )?;
+        set(
+            lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+            &ob as *const _ as *const c_void,
+            std::mem::size_of_val(&ob),
+        )?;
+        if key.bias {
+            let epi = lts::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+            set(
+                lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                &epi as *const _ as *const c_void,
+                std::mem::size_of_val(&epi),
+            )?;
+            let bty = ty;
+            set(
+                lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                &bty as *const _ as *const c_void,
+                std::mem::size_of_val(&bty),
+            )?;
+        }
+        let layout = |r: usize, c: usize, ld: usize| {
+            lt::create_matrix_layout(ty, r as u64, c as u64, ld as i64).map_err(lt_err("matrix layout"))
+        };
+        let a = layout(a_rows, a_cols, lda)?;
+        let b = layout(b_rows, b_cols, ldb)?;
+        let d = layout(n, m, n)?;
+        let (batch, stride_a, stride_b) = key.batch;
+        if batch > 1 {
+            for (l, stride) in [(a, stride_a), (b, stride_b), (d, m * n)] {
+                let count = batch as i32;
+                let offset = stride as i64;
+                lt::set_matrix_layout_attribute(
+                    l,
+                    lts::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                    &count as *const i32 as *const c_void,
+                    4,
+                )
+                .map_err(lt_err("batch count"))?;
+                lt::set_matrix_layout_attribute(
+                    l,
+                    lts::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                    &offset as *const i64 as *const c_void,
+                    8,
+                )
+                .map_err(lt_err("batch stride"))?;
+            }
+        }
+        let pref = lt::create_matmul_pref().map_err(lt_err("preference"))?;
+        let ws = WORKSPACE_BYTES as u64;
+        lt::set_matmul_pref_attribute(
+            pref,
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            &ws as *const u64 as *const c_void,
+            8,
+        )
+        .map_err(lt_err("workspace preference"))?;
+        let aligns = [
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+        ];
+        let bytes = [key.align[0], key.align[1], key.align[2], key.align[2]];
+        for (attr, log2) in aligns.into_iter().zip(bytes) {
+            let v: u32 = 1 << log2;
+            lt::set_matmul_pref_attribute(pref, attr, &v as *const u32 as *const c_void, 4)
+                .map_err(lt_err("alignment preference"))?;
+        }
+        let heur = lt::get_matmul_algo_heuristic(handle, desc, a, b, d, d, pref).map_err(lt_err("heuristic"));
+        let _ = lt::destroy_matmul_pref(pref);
+        let heur = heur?;
+        Ok(LtPlan {
+            desc,
+            a,
+            b,
+            d,
+            algo: heur.algo,
+            workspace: heur.workspaceSize.min(WORKSPACE_BYTES),
+        })
+    }
+}
+
+/// The `CUstream` of this thread's slot in the server's stream pool, read from the server's
+/// `Debug` output (see the module docs for why), checked with `cuStreamQuery`.
+fn find_stream(server: &Server, stream_id: StreamId) -> Result<usize, String> {
+    let text = format!("{server:?}");
+    let entries = pool_entries(&text).ok_or("stream pool not found in the CudaServer debug output")?;
+    if entries.len() < 2 {
+        return Err(format!("stream pool has {} entries", entries.len()));
+    }
+    let max_streams = entries.len() - 1; // one special (gc) stream follows the regular ones
+    let index = (stream_id.value % max_streams as u64) as usize;
+    let entry = entries[index];
+    let ptr = parse_sys(entry).ok_or_else(|| format!("stream slot {index} holds no stream"))?;
+    // SAFETY: querying a stream handle is harmless; a bogus handle returns an error code.
+    let status = unsafe { cudarc::driver::sys::cuStreamQuery(ptr as cudarc::driver::sys::CUstream) };
+    use cudarc::driver::sys::CUresult;
+    if !matches!(status, CUresult::CUDA_SUCCESS | CUresult::CUDA_ERROR_NOT_READY) {
+        return Err(format!("stream {ptr:#x} failed cuStreamQuery: {status:?}"));
+    }
+    Ok(ptr)
+}
+
+/// The top-level entries of `streams: StreamPool { streams: [ .. ]`.
+pub(crate) fn pool_entries(text: &str) -> Option<Vec<&str>> {
+    let marker = "streams: StreamPool { streams: [";
+    let start = text.find(marker)? + marker.len();
+    let bytes = text.as_bytes();
+    let mut depth = 0i32;
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut entries = Vec::new();
+    let mut entry_start = start;
+    for (i, &c) in bytes.iter().enumerate().skip(start) {
+        if in_str {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    let last = text[entry_start..i].trim();
+                    if !last.is_empty() {
+                        entries.push(last);
+                    }
+                    return Some(entries);
+                }
+                depth -= 1;
+            }
+            b',' if depth == 0 => {
+                entries.push(text[entry_start..i].trim());
+                entry_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first `sys: 0x..` pointer of a pool entry (`None` for an empty slot).
+pub(crate) fn parse_sys(entry: &str) -> Option<usize> {
+    if !entry.starts_with("Some(") {
+        return None;
+    }
+    let at = entry.find("sys: 0x")? + "sys: 0x".len();
+    let hex: String = entry[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    usize::from_str_radix(&hex, 16).ok().filter(|&p| p != 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff: forward through `gemm`, backward as two more GEMMs and a column sum.
+
+#[derive(Debug)]
+struct LinearBackward;
+
+#[derive(Debug)]
+struct LinearBiasBackward;
+
+/// Saved for the backward: the input and the weight (inner primitives).
+type LinearState = (CT, CT);
+
+fn transpose2(t: CT) -> CT {
+    Cuda::float_transpose(t)
+}
+
+/// `a [.., K] @ b [K, N]` through cuBLASLt, or burn's matmul (2-D) when the layout is unsupported.
+fn gemm_or_matmul(a: CT, b: CT) -> CT {
+    if let Some(y) = gemm(a.clone(), b.clone(), None) {
+        return y;
+    }
+    let shape: Vec<usize> = a.meta.shape().to_vec();
+    let k = *shape.last().expect("rank >= 1");
+    let m: usize = shape[..shape.len() - 1].iter().product();
+    let n = b.meta.shape()[1];
+    let a2 = Cuda::float_reshape(a, Shape::from(vec![m, k]));
+    let y = Cuda::float_matmul(a2, b);
+    let mut out = shape;
+    *out.last_mut().expect("rank >= 1") = n;
+    Cuda::float_reshape(y, Shape::from(out))
+}
+
+/// `dX = dY Wᵀ` with `dX` shaped like `x`.
+fn grad_x(grad: CT, w: CT) -> CT {
+    gemm_or_matmul(grad, transpose2(w))
+}
+
+/// `dW = Xᵀ dY` over all rows.
+fn grad_w(x: CT, grad: CT) -> CT {
+    let xs: Vec<usize> = x.meta.shape().to_vec();
+    let k = *xs.last().expect("rank >= 1");
+    let m: usize = xs[..xs.len() - 1].iter().product();
+    let n = *grad.meta.shape().last().expect("rank >= 1");
+    let x2 = Cuda::float_reshape(x, Shape::from(vec![m, k]));
+    let g2 = Cuda::float_reshape(grad, Shape::from(vec![m, n]));
+    gemm_or_matmul(transpose2(x2), g2)
+}
+
+/// `db = Σ_rows dY`, accumulated in f32.
+fn grad_b(grad: CT) -> CT {
+    let dtype = grad.dtype;
+    let n = *grad.meta.shape().last().expect("rank >= 1");
+    let m = grad.meta.shape().iter().product::<usize>() / n.max(1);
+    let g2 = Cuda::float_reshape(grad, Shape::from(vec![m, n]));
+    let s = Cuda::float_sum_dim(Cuda::float_cast(g2, burn::tensor::FloatDType::F32), 0);
+    Cuda::float_cast(Cuda::float_reshape(s, Shape::from(vec![n])), dtype.into())
+}
+
+impl Backward<Cuda, 2> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Cuda>(&ops.node);
+        let (x, w) = ops.state;
+        let [px, pw] = ops.parents;
+        if let Some(node) = pw {
+            grads.register::<Cuda>(node.id, grad_w(x, grad.clone()));
+        }
+        if let Some(node) = px {
+            grads.register::<Cuda>(node.id, grad_x(grad, w));
+        }
+    }
+}
+
+impl Backward<Cuda, 3> for LinearBiasBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Cuda>(&ops.node);
+        let (x, w) = ops.state;
+        let [px, pw, pb] = ops.parents;
+        if let Some(node) = pb {
+            grads.register::<Cuda>(node.id, grad_b(grad.clone()));
+        }
+        if let Some(node) = pw {
+            grads.register::<Cuda>(node.id, grad_w(x, grad.clone()));
+        }
+        if let Some(node) = px {
+            grads.register::<Cuda>(node.id, grad_x(grad, w));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BmmBackward;
+
+fn swap_last(t: CT) -> CT {
+    let d = t.meta.shape().len();
+    Cuda::float_swap_dims(t, d - 2, d - 1)
+}
+
+fn bmm_or_matmul(a: CT, b: CT) -> CT {
+    match bmm(a.clone(), b.clone()) {
+        Some(y) => y,
+        None => Cuda::float_matmul(a, b),
+    }
+}
+
+impl Backward<Cuda, 2> for BmmBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Cuda>(&ops.node);
+        let (a, b) = ops.state;
+        let [pa, pb] = ops.parents;
+        if let Some(node) = pb {
+            grads.register::<Cuda>(node.id, bmm_or_matmul(swap_last(a), grad.clone()));
+        }
+        if let Some(node) = pa {
+            grads.register::<Cuda>(node.id, bmm_or_matmul(grad, swap_last(b)));
+        }
+    }
+}
+
+fn autodiff_bmm<C: CheckpointStrategy>(a: AutodiffTensor, b: AutodiffTensor) -> Option<AutodiffTensor> {
+    let y = bmm(a.primitive.clone(), b.primitive.clone())?;
+    let state = (a.primitive.clone(), b.primitive.clone());
+    Some(
+        match BmmBackward
+            .prepare::<C>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    )
+}
+
+fn autodiff_linear<C: CheckpointStrategy>(
+    x: AutodiffTensor,
+    w: AutodiffTensor,
+    b: Option<AutodiffTensor>,
+) -> Option<AutodiffTensor> {
+    let y = gemm(
+        x.primitive.clone(),
+        w.primitive.clone(),
+        b.as_ref().map(|b| b.primitive.clone()),
+    )?;
+    let state = (x.primitive.clone(), w.primitive.clone());
+    Some(match b {
+        None => match LinearBackward
+            .prepare::<C>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+        Some(b) => match LinearBiasBackward
+            .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stream_pool_debug() {
+        let text = "CudaServer { ctx: CudaContext { x: \"a, ] weird\" }, streams: MultiStream { streams: \
+                    StreamPool { streams: [None, Some(StreamWrapper { stream: Stream { sys: 0x5a5a10, \
+                    memory: [1, 2] }, cursor: 3 }), None, None, Some(StreamWrapper { stream: Stream { \
+                    sys: 0xbeef, m: {} } })], factory: F, max_streams: 4 } }";
+        let entries = pool_entries(text).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(parse_sys(entries[0]), None);
+        assert_eq!(parse_sys(entries[1]), Some(0x5a5a10));
+        assert_eq!(parse_sys(entries[4]), Some(0xbeef));
+    }
+
+    #[test]
+    fn cast_by_type() {
+        assert_eq!(cast::<u32, u32>(7), Ok(7));
+        assert_eq!(cast::<u32, i64>(7), Err(7));
+    }
+}

@@ -1,0 +1,333 @@
+//! `gpu-gemm`: checks and benchmarks `research_kernels::linear::linear` on burn-cuda (the cuBLASLt
+//! route), on the GPU machine.
+//!
+//! ```text
+//! gpu-gemm check            # forward + autodiff backward, f32 and bf16, many shapes, vs float64
+//! gpu-gemm bench [--iters 50] [--reference]   # issue 7's shapes: TFLOP/s and GB/s, one JSON line each
+//! ```
+//! `check` draws fresh uniform inputs, computes sampled output entries in float64 on the host from
+//! the very inputs the GPU saw, and bounds the error by `tol · Σ_k |a_ik b_kj|` (plus the final
+//! rounding to bf16 for bf16 outputs, and one more of the product when a bias is added); f32
+//! uses 1e-5, which TF32 (10-bit mantissa) cannot meet.
+//! Exit status 1 on any failure. `bench --reference` also times burn's own matmul path.
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    eprintln!("gpu-gemm: built without the `cuda` feature");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "cuda")]
+fn main() {
+    imp::main()
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::time::Instant;
+
+    use research::burn::backend::Autodiff;
+    use research::burn::tensor::backend::Backend;
+    use research::burn::tensor::{DType, Distribution, Tensor};
+    use research::kernels::linear::{linear, linear_reference};
+
+    type Cuda = research::burn::backend::Cuda<f32, i32>;
+    type Ad = Autodiff<Cuda>;
+    type Dev = research::burn::backend::cuda::CudaDevice;
+
+    /// A tiny deterministic generator for sampling entries.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n.max(1)
+        }
+    }
+
+    fn host<const D: usize>(t: Tensor<Cuda, D>) -> Vec<f32> {
+        t.cast(DType::F32).into_data().to_vec::<f32>().expect("f32 data")
+    }
+
+    fn rand<const D: usize>(shape: [usize; D], dtype: DType, dev: &Dev) -> Tensor<Cuda, D> {
+        Tensor::<Cuda, D>::random(shape, Distribution::Uniform(-1.0, 1.0), dev).cast(dtype)
+    }
+
+    /// Worst `err / bound` over sampled entries of `got [m, n] ≈ a [m, k] · b [k, n] (+ bias)`;
+    /// `a(i, kk)` and `b(kk, j)` index logical matrices. ≤ 1 passes.
+    #[allow(clippy::too_many_arguments)]
+    fn worst_ratio(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &dyn Fn(usize, usize) -> f32,
+        b: &dyn Fn(usize, usize) -> f32,
+        bias: Option<&[f32]>,
+        got: &[f32],
+        dtype: DType,
+        rng: &mut Lcg,
+    ) -> f64 {
+        let (tol, out_round) = match dtype {
+            DType::F32 => (1e-5, 0.0),
+            _ => (2e-5, 1.0 / 256.0),
+        };
+        let samples = if m * n <= 256 { m * n } else { 256 };
+        let mut worst = 0.0f64;
+        for s in 0..samples {
+            let (i, j) = if m * n <= 256 {
+                (s / n, s % n)
+            } else {
+                (rng.next(m), rng.next(n))
+            };
+            let mut acc = bias.map(|b| b[j] as f64).unwrap_or(0.0);
+            let mut abs = bias.map(|b| (b[j] as f64).abs()).unwrap_or(0.0);
+            for kk in 0..k {
+                let p = a(i, kk) as f64 * b(kk, j) as f64;
+                acc += p;
+                abs += p.abs();
+            }
+            let err = (got[i * n + j] as f64 - acc).abs();
+            // bf16 output: one rounding of the result, and (with a bias) possibly one of the
+            // product before the bias is added, as PyTorch's unfused `x @ W + b` also does.
+            let product = acc - bias.map(|b| b[j] as f64).unwrap_or(0.0);
+            let double = if bias.is_some() { product.abs() } else { 0.0 };
+            let bound = tol * abs + out_round * (acc.abs() + double) + 1e-30;
+            worst = worst.max(err / bound);
+        }
+        worst
+    }
+
+    struct Case {
+        m_shape: Vec<usize>,
+        k: usize,
+        n: usize,
+        bias: bool,
+        transposed_w: bool,
+    }
+
+    fn cases() -> Vec<Case> {
+        let mut v = vec![];
+        for &(k, n) in &[(7usize, 5usize), (33, 65), (896, 1151), (1000, 4864)] {
+            for &m in &[1usize, 8, 32, 128, 333] {
+                v.push(Case {
+                    m_shape: vec![m],
+                    k,
+                    n,
+                    bias: m % 2 == 0,
+                    transposed_w: m == 32,
+                });
+            }
+        }
+        // The model's shapes: [batch, seq, hidden] inputs, the tied head (transposed weight), a big M.
+        v.push(Case {
+            m_shape: vec![3, 17],
+            k: 896,
+            n: 4864,
+            bias: true,
+            transposed_w: false,
+        });
+        v.push(Case {
+            m_shape: vec![2, 5],
+            k: 896,
+            n: 15_000,
+            bias: false,
+            transposed_w: true,
+        });
+        v.push(Case {
+            m_shape: vec![4096],
+            k: 3584,
+            n: 4608,
+            bias: true,
+            transposed_w: false,
+        });
+        v.push(Case {
+            m_shape: vec![4, 1],
+            k: 3584,
+            n: 18944,
+            bias: false,
+            transposed_w: false,
+        });
+        v
+    }
+
+    fn check() -> bool {
+        let dev = Default::default();
+        let mut rng = Lcg(7);
+        let mut ok = true;
+        for dtype in [DType::F32, DType::BF16] {
+            for c in cases() {
+                let m: usize = c.m_shape.iter().product();
+                let (k, n) = (c.k, c.n);
+                let w = if c.transposed_w {
+                    rand([n, k], dtype, &dev).transpose()
+                } else {
+                    rand([k, n], dtype, &dev)
+                };
+                let b = c.bias.then(|| rand([n], dtype, &dev));
+                let x2 = rand([m, k], dtype, &dev);
+                let (xh, wh) = (host(x2.clone()), host(w.clone()));
+                let bh = b.clone().map(host);
+                // Forward through the public entry point at the case's rank.
+                let y = match c.m_shape.len() {
+                    1 => host(linear(x2.clone(), w.clone(), b.clone())),
+                    _ => {
+                        let x3 = x2.clone().reshape([c.m_shape[0], c.m_shape[1], k]);
+                        host(linear(x3, w.clone(), b.clone()))
+                    }
+                };
+                let fwd = worst_ratio(
+                    m,
+                    n,
+                    k,
+                    &|i, kk| xh[i * k + kk],
+                    &|kk, j| wh[kk * n + j],
+                    bh.as_deref(),
+                    &y,
+                    dtype,
+                    &mut rng,
+                );
+                // Backward through autodiff: loss = Σ y ⊙ g, so dY = g.
+                let g = rand([m, n], dtype, &dev);
+                let gh = host(g.clone());
+                let xa = Tensor::<Ad, 2>::from_inner(x2.clone()).require_grad();
+                let wa = Tensor::<Ad, 2>::from_inner(w.clone()).require_grad();
+                let ba = b.clone().map(|b| Tensor::<Ad, 1>::from_inner(b).require_grad());
+                let ya = linear(xa.clone(), wa.clone(), ba.clone());
+                let grads = (ya * Tensor::<Ad, 2>::from_inner(g)).sum().backward();
+                let dx = host(xa.grad(&grads).expect("dx"));
+                let dw = host(wa.grad(&grads).expect("dw"));
+                let dxr = worst_ratio(
+                    m,
+                    k,
+                    n,
+                    &|i, j| gh[i * n + j],
+                    &|j, kk| wh[kk * n + j],
+                    None,
+                    &dx,
+                    dtype,
+                    &mut rng,
+                );
+                let dwr = worst_ratio(
+                    k,
+                    n,
+                    m,
+                    &|kk, i| xh[i * k + kk],
+                    &|i, j| gh[i * n + j],
+                    None,
+                    &dw,
+                    dtype,
+                    &mut rng,
+                );
+                let mut dbr = 0.0;
+                if let Some(ba) = ba {
+                    let db = host(ba.grad(&grads).expect("db"));
+                    let ones = |_: usize, _: usize| 1.0f32;
+                    dbr = worst_ratio(1, n, m, &ones, &|i, j| gh[i * n + j], None, &db, dtype, &mut rng);
+                }
+                let worst = fwd.max(dxr).max(dwr).max(dbr);
+                let pass = worst <= 1.0 && worst.is_finite();
+                ok &= pass;
+                println!(
+                    "{} {:?} x{:?} k={k} n={n} bias={} wT={}: err/bound fwd {fwd:.3} dx {dxr:.3} dw {dwr:.3} db {dbr:.3}",
+                    if pass { "ok  " } else { "FAIL" },
+                    dtype,
+                    c.m_shape,
+                    c.bias,
+                    c.transposed_w
+                );
+            }
+        }
+        ok
+    }
+
+    fn time<F: FnMut()>(iters: usize, dev: &Dev, mut f: F) -> f64 {
+        for _ in 0..3 {
+            f();
+        }
+        let _ = Cuda::sync(dev);
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let _ = Cuda::sync(dev);
+        t.elapsed().as_secs_f64() / iters as f64
+    }
+
+    fn bench(iters: usize, with_reference: bool) {
+        let dev: Dev = Default::default();
+        let dtype = DType::BF16;
+        let weights: [(usize, usize); 5] = [(3584, 4608), (3584, 3584), (3584, 37888), (18944, 3584), (3584, 152064)];
+        let mut shapes: Vec<(usize, usize, usize)> = vec![(8192, 8192, 8192)];
+        for &(k, n) in &weights {
+            for m in [4096usize, 1, 8, 32, 128] {
+                shapes.push((m, k, n));
+            }
+        }
+        let mut cached: Option<((usize, usize), Tensor<Cuda, 2>)> = None;
+        for (m, k, n) in shapes {
+            let w = match &cached {
+                Some((key, w)) if *key == (k, n) => w.clone(),
+                _ => {
+                    drop(cached.take()); // free the previous weight before allocating the next
+                    let w = rand([k, n], dtype, &dev);
+                    cached = Some(((k, n), w.clone()));
+                    w
+                }
+            };
+            let x = rand([m, k], dtype, &dev);
+            let flops = 2.0 * m as f64 * n as f64 * k as f64;
+            let bytes = 2.0 * (m * k + k * n + m * n) as f64;
+            let it = if m * n * k > 1 << 36 { iters.min(20) } else { iters };
+            let t = time(it, &dev, || {
+                let _ = linear(x.clone(), w.clone(), None);
+            });
+            let mut line = format!(
+                "{{\"impl\":\"research-cublaslt\",\"m\":{m},\"k\":{k},\"n\":{n},\"dtype\":\"bf16\",\"us\":{:.2},\"tflops\":{:.2},\"gbps\":{:.1}",
+                t * 1e6,
+                flops / t / 1e12,
+                bytes / t / 1e9
+            );
+            if with_reference {
+                let tr = time(it, &dev, || {
+                    let _ = linear_reference(x.clone(), w.clone(), None);
+                });
+                line += &format!(
+                    ",\"burn_us\":{:.2},\"burn_tflops\":{:.2},\"burn_gbps\":{:.1}",
+                    tr * 1e6,
+                    flops / tr / 1e12,
+                    bytes / tr / 1e9
+                );
+            }
+            println!("{line}}}");
+        }
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.first().map(String::as_str) {
+            Some("check") => {
+                let ok = check();
+                let (launched, failed) = research::kernels::linear::cublaslt_counts();
+                println!("cuBLASLt products launched: {launched}, fell back after trying: {failed}");
+                if !ok || launched == 0 || failed > 0 {
+                    std::process::exit(1);
+                }
+            }
+            Some("bench") => {
+                let iters = args
+                    .iter()
+                    .position(|a| a == "--iters")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(50);
+                bench(iters, args.iter().any(|a| a == "--reference"));
+            }
+            _ => {
+                eprintln!("usage: gpu-gemm check | gpu-gemm bench [--iters N] [--reference]");
+                std::process::exit(2);
+            }
+        }
+    }
+}
