@@ -4,10 +4,14 @@
 //!   workspace on the CPU (what CI runs).
 //! - `cargo xtask bench generate [--features cuda] -- --config CONFIG --backend cuda ...`: the
 //!   generation benchmark from a release build (`research bench generate --help` lists its flags).
+//! - `cargo xtask train`: the `tiny` training demo end to end on the CPU (see `train.rs`); with
+//!   arguments after `--`, any `research train` run from a release build.
 //! - `cargo xtask stage-gpu [--features cuda,tch]`: builds the release `research` binary (stripped by
 //!   the release profile) and puts it in `stage/bin`, the git-ignored folder a device run carries;
 //!   `tests/gpu/suite.sh` then runs parity and benchmarks there. With `tch`, set `LIBTORCH` and
 //!   `LIBTORCH_CXX11_ABI=1` first (see README).
+
+mod train;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +46,20 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Training. Without arguments: the `tiny` demo end to end on the CPU (release build, shipped
+    /// data prepared, a small index, `research train --preset tiny`). With arguments after `--`,
+    /// they go to `research train` as they are (e.g. `-- --preset qwen2.5-7b-instruct --index DIR`).
+    Train {
+        /// Cargo features of the build (e.g. `cuda`, `tch`).
+        #[arg(long, default_value = "cpu")]
+        features: String,
+        /// Where the demo writes (data, encoder, index, run).
+        #[arg(long, default_value = "runs/tiny")]
+        dir: PathBuf,
+        /// Arguments for `research train` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build the CUDA release binary and stage it with the GPU suite in stage/.
     StageGpu {
         /// Cargo features for the staged binary.
@@ -50,14 +68,14 @@ enum Cmd {
     },
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask/ has a parent")
         .to_path_buf()
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let status = cmd
         .current_dir(root())
@@ -69,7 +87,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -99,8 +117,13 @@ fn main() -> Result<()> {
             cmd.args(["--", "bench", "generate"]).args(&args);
             run(&mut cmd)?;
         }
+        Cmd::Train { features, dir, args } => train::train(&features, &dir, &args)?,
         Cmd::StageGpu { features } => {
-            for (pkg, bin) in [("research-cli", "research"), ("research-tests", "gpu-parity"), ("research-tests", "gpu-gemm")] {
+            for (pkg, bin) in [
+                ("research-cli", "research"),
+                ("research-tests", "gpu-parity"),
+                ("research-tests", "gpu-gemm"),
+            ] {
                 let args = [
                     "build",
                     "--release",

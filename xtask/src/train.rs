@@ -42,7 +42,10 @@ impl Lcg {
     fn next(&mut self) -> f32 {
         let mut s = 0.0f32;
         for _ in 0..4 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             s += (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         }
         s * 0.02 * 1.732
@@ -53,12 +56,18 @@ impl Lcg {
 fn random_encoder(dir: &Path) -> Result<()> {
     let src = root().join("data/minilm");
     std::fs::create_dir_all(dir)?;
-    for f in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
         if src.join(f).exists() {
             std::fs::copy(src.join(f), dir.join(f))?;
         }
     }
-    let (vocab, hid, inter, layers, heads, max_pos, types) = (30522usize, 128usize, 256usize, 2usize, 4usize, 512usize, 2usize);
+    let (vocab, hid, inter, layers, heads, max_pos, types) =
+        (30522usize, 128usize, 256usize, 2usize, 4usize, 512usize, 2usize);
     let config = format!(
         r#"{{"architectures":["BertModel"],"model_type":"bert","hidden_act":"gelu","hidden_size":{hid},"intermediate_size":{inter},"num_hidden_layers":{layers},"num_attention_heads":{heads},"max_position_embeddings":{max_pos},"type_vocab_size":{types},"vocab_size":{vocab},"layer_norm_eps":1e-12,"pad_token_id":0,"position_embedding_type":"absolute","_comment":"random initialisation written by cargo xtask train (no encoder weights are shipped)"}}"#
     );
@@ -138,19 +147,32 @@ fn encoder(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Runs the demo (no `args`) or `research train ARGS`.
-pub fn run(features: &str, dir: &Path, args: &[String]) -> Result<()> {
+pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
     let bin = research(features)?;
     if !args.is_empty() {
         return crate::run(Command::new(&bin).arg("train").args(args));
     }
-    let dir = if dir.is_absolute() { dir.to_path_buf() } else { root().join(dir) };
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        root().join(dir)
+    };
     std::fs::create_dir_all(&dir)?;
-    crate::run(Command::new(&bin).args(["data", "prepare-musique", "--input", "data/eval/musique", "--out"]).arg(dir.join("data")))?;
+    crate::run(
+        Command::new(&bin)
+            .args(["data", "prepare-musique", "--input", "data/eval/musique", "--out"])
+            .arg(dir.join("data")),
+    )?;
     let enc = encoder(&dir)?;
     let index = dir.join("index");
     crate::run(
         Command::new(&bin)
-            .args(["index", "--corpus", "data/corpus/flashrag_sample_data_1000.jsonl.zst", "--encoder"])
+            .args([
+                "index",
+                "--corpus",
+                "data/corpus/flashrag_sample_data_1000.jsonl.zst",
+                "--encoder",
+            ])
             .arg(&enc)
             .arg("--out")
             .arg(&index),

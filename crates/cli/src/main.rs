@@ -13,6 +13,7 @@ mod judge;
 mod loops;
 mod retrieval;
 mod serve;
+mod train;
 
 #[derive(Parser)]
 #[command(name = "research", version, about = "research-rs: Qwen2.5 in burn, generation and scoring (ReSearch RL stack)", long_about = None)]
@@ -47,6 +48,8 @@ enum Command {
     Search(retrieval::SearchArgs),
     /// Serve an index over HTTP: ReSearch's /health, /search, /batch_search and Search-R1's /retrieve.
     Serve(serve::ServeArgs),
+    /// Train with GRPO and search (the ReSearch recipe): rollouts, rewards, updates, checkpoints.
+    Train(train::TrainArgs),
 }
 
 #[derive(Args, Clone)]
@@ -601,6 +604,7 @@ fn main() {
         Command::Index(a) => retrieval::index(a),
         Command::Search(a) => retrieval::search(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Train(a) => train::train(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", chain(&e));

@@ -111,6 +111,14 @@ pub trait WithBackend {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Work generic over an autodiff backend (training), run by [`dispatch_autodiff`].
+pub trait WithAutodiffBackend {
+    /// What the work returns.
+    type Output;
+    /// Runs on autodiff backend `B` and `device`.
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
 /// The CPU backend type.
 #[cfg(feature = "cpu")]
 pub type CpuBackend = burn::backend::NdArray<f32>;
@@ -121,12 +129,7 @@ pub type CudaBackend = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "tch")]
 pub type TchBackend = burn::backend::LibTorch<f32>;
 
-/// Checks that `kind` is compiled in and computes in `dtype`, then runs `work` on it.
-#[cfg_attr(
-    not(any(feature = "cpu", feature = "cuda", feature = "tch")),
-    allow(unused_variables)
-)]
-pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
+fn check(kind: BackendKind, dtype: FloatType) -> Result<()> {
     if !kind.is_compiled() {
         return Err(EngineError::Backend(format!(
             "backend `{kind}` is not compiled into this binary (rebuild with `--features {}`; compiled in: {})",
@@ -139,6 +142,16 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) ->
             "backend `{kind}` does not compute in {dtype} (use --dtype f32, or a GPU/libtorch backend for bf16 and f16)"
         )));
     }
+    Ok(())
+}
+
+/// Checks that `kind` is compiled in and computes in `dtype`, then runs `work` on it.
+#[cfg_attr(
+    not(any(feature = "cpu", feature = "cuda", feature = "tch")),
+    allow(unused_variables)
+)]
+pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
+    check(kind, dtype)?;
     #[allow(unreachable_code, unused_variables)]
     match kind {
         BackendKind::Cpu => {
@@ -156,6 +169,37 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) ->
         BackendKind::TchCuda => {
             #[cfg(feature = "tch")]
             return Ok(work.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cuda(0)));
+        }
+    }
+    unreachable!("backend {kind} passed the compiled-in check")
+}
+
+/// Like [`dispatch`], for training: runs `work` on `Autodiff<kind's backend>`.
+#[cfg_attr(
+    not(any(feature = "cpu", feature = "cuda", feature = "tch")),
+    allow(unused_variables)
+)]
+pub fn dispatch_autodiff<W: WithAutodiffBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
+    check(kind, dtype)?;
+    #[allow(unreachable_code, unused_variables)]
+    match kind {
+        BackendKind::Cpu => {
+            #[cfg(feature = "cpu")]
+            return Ok(work.run::<burn::backend::Autodiff<CpuBackend>>(Default::default()));
+        }
+        BackendKind::Cuda => {
+            #[cfg(feature = "cuda")]
+            return Ok(work.run::<burn::backend::Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(0)));
+        }
+        BackendKind::TchCpu => {
+            #[cfg(feature = "tch")]
+            return Ok(work.run::<burn::backend::Autodiff<TchBackend>>(burn::backend::libtorch::LibTorchDevice::Cpu));
+        }
+        BackendKind::TchCuda => {
+            #[cfg(feature = "tch")]
+            return Ok(
+                work.run::<burn::backend::Autodiff<TchBackend>>(burn::backend::libtorch::LibTorchDevice::Cuda(0))
+            );
         }
     }
     unreachable!("backend {kind} passed the compiled-in check")

@@ -20,7 +20,9 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Self { px: vec![255; W * H * 3] }
+        Self {
+            px: vec![255; W * H * 3],
+        }
     }
 
     fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
@@ -166,7 +168,10 @@ fn panel(c: &mut Canvas, x0: i64, y0: i64, w: i64, h: i64, title: &str, series: 
     let map = |x: f64, y: f64| -> (i64, i64) {
         let fx = (x - xmin) / (xmax - xmin);
         let fy = (y - ymin) / (ymax - ymin);
-        (px0 + 2 + (fx * (px1 - px0 - 4) as f64) as i64, py1 - 2 - (fy * (py1 - py0 - 4) as f64) as i64)
+        (
+            px0 + 2 + (fx * (px1 - px0 - 4) as f64) as i64,
+            py1 - 2 - (fy * (py1 - py0 - 4) as f64) as i64,
+        )
     };
     for (s, color) in series {
         let mut prev: Option<(i64, i64)> = None;
@@ -207,10 +212,42 @@ pub fn render_metrics(metrics: &Path, png: &Path) -> Result<()> {
     let mut c = Canvas::new();
     let (pw, ph) = ((W / 2) as i64, (H / 2) as i64);
     let both = |f: &dyn Fn(&StepMetrics) -> Option<f64>| vec![(pick("train", f), BLUE), (pick("val", f), ORANGE)];
-    panel(&mut c, 0, 0, pw, ph, "reward (train blue, val orange)", &both(&|m| Some(m.reward_mean)));
-    panel(&mut c, pw, 0, pw, ph, "response length (tokens)", &both(&|m| Some(m.response_len)));
-    panel(&mut c, 0, ph, pw, ph, "searches per rollout", &both(&|m| Some(m.searches)));
-    panel(&mut c, pw, ph, pw, ph, "kl to reference", &[(pick("train", &|m| m.update.map(|u| u.kl)), BLUE)]);
+    panel(
+        &mut c,
+        0,
+        0,
+        pw,
+        ph,
+        "reward (train blue, val orange)",
+        &both(&|m| Some(m.reward_mean)),
+    );
+    panel(
+        &mut c,
+        pw,
+        0,
+        pw,
+        ph,
+        "response length (tokens)",
+        &both(&|m| Some(m.response_len)),
+    );
+    panel(
+        &mut c,
+        0,
+        ph,
+        pw,
+        ph,
+        "searches per rollout",
+        &both(&|m| Some(m.searches)),
+    );
+    panel(
+        &mut c,
+        pw,
+        ph,
+        pw,
+        ph,
+        "kl to reference",
+        &[(pick("train", &|m| m.update.map(|u| u.kl)), BLUE)],
+    );
     let tmp = png.with_extension("png.partial");
     let file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);

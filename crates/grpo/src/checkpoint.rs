@@ -85,7 +85,8 @@ pub fn save_checkpoint<B: AutodiffBackend>(
     copy_tokenizer(tokenizer_dir, &partial)?;
     learner.optimizer.save(&partial.join("optimizer.safetensors"))?;
     let state_path = partial.join("trainer_state.json");
-    std::fs::write(&state_path, serde_json::to_string_pretty(state).unwrap_or_default()).map_err(io_err(&state_path))?;
+    std::fs::write(&state_path, serde_json::to_string_pretty(state).unwrap_or_default())
+        .map_err(io_err(&state_path))?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
     }

@@ -212,20 +212,26 @@ impl Default for TrainConfig {
 /// The built-in presets: name and TOML text.
 pub const PRESETS: [(&str, &str); 2] = [
     ("tiny", include_str!("../presets/tiny.toml")),
-    ("qwen2.5-7b-instruct", include_str!("../presets/qwen2.5-7b-instruct.toml")),
+    (
+        "qwen2.5-7b-instruct",
+        include_str!("../presets/qwen2.5-7b-instruct.toml"),
+    ),
 ];
 
 impl TrainConfig {
     /// A preset by name.
     pub fn preset(name: &str) -> Result<Self> {
-        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| GrpoError::Config {
-            path: PathBuf::from("<preset>"),
-            field: "preset".into(),
-            message: format!(
-                "unknown preset `{name}` (expected one of: {})",
-                PRESETS.map(|(n, _)| n).join(", ")
-            ),
-        })?;
+        let (_, text) = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| GrpoError::Config {
+                path: PathBuf::from("<preset>"),
+                field: "preset".into(),
+                message: format!(
+                    "unknown preset `{name}` (expected one of: {})",
+                    PRESETS.map(|(n, _)| n).join(", ")
+                ),
+            })?;
         Self::from_toml(text, Path::new(&format!("<preset {name}>")), &[])
     }
 
@@ -318,12 +324,36 @@ mod tests {
     #[test]
     fn the_paper_preset_has_the_reference_hyperparameters() {
         let c = TrainConfig::preset("qwen2.5-7b-instruct").unwrap();
-        assert_eq!((c.rollout.n, c.rollout.prompts_per_step, c.rollout.response_budget), (5, 256, 8192));
+        assert_eq!(
+            (c.rollout.n, c.rollout.prompts_per_step, c.rollout.response_budget),
+            (5, 256, 8192)
+        );
         assert_eq!(c.optim.lr, 1e-6);
-        assert_eq!((c.optim.beta1, c.optim.beta2, c.optim.weight_decay, c.optim.max_grad_norm), (0.9, 0.999, 0.01, 1.0));
-        assert_eq!((c.learner.loss.clip_ratio, c.learner.loss.entropy_coeff, c.learner.loss.kl_coeff), (0.2, 0.001, 0.001));
-        assert_eq!((c.learner.update_token_budget, c.learner.logprob_token_budget), (17408, 34816));
-        assert_eq!((c.data.val_size, c.data.val_seed, c.data.max_prompt_tokens), (100, 42, 512));
+        assert_eq!(
+            (
+                c.optim.beta1,
+                c.optim.beta2,
+                c.optim.weight_decay,
+                c.optim.max_grad_norm
+            ),
+            (0.9, 0.999, 0.01, 1.0)
+        );
+        assert_eq!(
+            (
+                c.learner.loss.clip_ratio,
+                c.learner.loss.entropy_coeff,
+                c.learner.loss.kl_coeff
+            ),
+            (0.2, 0.001, 0.001)
+        );
+        assert_eq!(
+            (c.learner.update_token_budget, c.learner.logprob_token_budget),
+            (17408, 34816)
+        );
+        assert_eq!(
+            (c.data.val_size, c.data.val_seed, c.data.max_prompt_tokens),
+            (100, 42, 512)
+        );
         assert_eq!((c.schedule.epochs, c.schedule.val_every), (2, 10));
         assert_eq!(c.retriever.top_k, 5);
         // An empty file gives the same defaults (except the model, which must be named).
@@ -336,9 +366,16 @@ mod tests {
         let c = TrainConfig::preset("tiny").unwrap();
         assert!(c.model.random.is_some());
         let text = include_str!("../presets/tiny.toml");
-        let o = vec!["optim.lr=3e-5".to_string(), "out=/tmp/x".to_string(), "rollout.max_turns=7".to_string()];
+        let o = vec![
+            "optim.lr=3e-5".to_string(),
+            "out=/tmp/x".to_string(),
+            "rollout.max_turns=7".to_string(),
+        ];
         let c = TrainConfig::from_toml(text, Path::new("tiny.toml"), &o).unwrap();
-        assert_eq!((c.optim.lr, c.out.clone(), c.rollout.max_turns), (3e-5, PathBuf::from("/tmp/x"), Some(7)));
+        assert_eq!(
+            (c.optim.lr, c.out.clone(), c.rollout.max_turns),
+            (3e-5, PathBuf::from("/tmp/x"), Some(7))
+        );
         let e = TrainConfig::from_toml(text, Path::new("tiny.toml"), &["optim.lrr=1".into()]).unwrap_err();
         assert!(e.to_string().contains("lrr"), "{e}");
         let e = TrainConfig::from_toml(text, Path::new("tiny.toml"), &["rollout.n=0".into()]).unwrap_err();

@@ -315,7 +315,13 @@ impl<B: AutodiffBackend> Learner<B> {
     pub fn update(&mut self, samples: &[Sample]) -> Result<UpdateStats> {
         let total = samples.len();
         let mut stats = UpdateStats::default();
-        let scalar = |t: Tensor<B, 1>| -> f64 { t.into_data().convert::<f64>().to_vec::<f64>().map(|v| v[0]).unwrap_or(f64::NAN) };
+        let scalar = |t: Tensor<B, 1>| -> f64 {
+            t.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .map(|v| v[0])
+                .unwrap_or(f64::NAN)
+        };
         for mb in micro_batches(samples, self.config.update_token_budget) {
             let refs: Vec<&Sample> = mb.iter().map(|&i| &samples[i]).collect();
             let tokens: usize = refs.iter().map(|s| s.trained_tokens()).sum();

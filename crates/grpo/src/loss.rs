@@ -94,7 +94,14 @@ mod tests {
         // Reference: kl = ref - logp = (0, ln 2, -1): k3 = 0, 2 - ln2 - 1, e^-1 + 1 - 1.
         let refp = [logp[0], logp[1] + 2.0f32.ln(), logp[2] - 1.0];
         let ent = [1.0f32, 2.0, 3.0];
-        let out = grpo_loss(t(&logp), t(&ent), t(&old), t(&refp), t(&[1.0, -2.0, 0.5]), &LossConfig::default());
+        let out = grpo_loss(
+            t(&logp),
+            t(&ent),
+            t(&old),
+            t(&refp),
+            t(&[1.0, -2.0, 0.5]),
+            &LossConfig::default(),
+        );
         let pg = (-1.2 + 1.6 - 0.5) / 3.0;
         let k3 = (0.0 + (1.0 - 2.0f64.ln()) + (-1.0f64).exp()) / 3.0;
         let loss = pg - 0.001 * 2.0 + 0.001 * k3;
@@ -109,7 +116,14 @@ mod tests {
     #[test]
     fn kl_is_clamped_at_ten() {
         // kl = 20 -> e^20 - 21 is huge -> clamped to 10.
-        let out = grpo_loss(t(&[-21.0]), t(&[0.0]), t(&[-21.0]), t(&[-1.0]), t(&[0.0]), &LossConfig::default());
+        let out = grpo_loss(
+            t(&[-21.0]),
+            t(&[0.0]),
+            t(&[-21.0]),
+            t(&[-1.0]),
+            t(&[0.0]),
+            &LossConfig::default(),
+        );
         assert!((out.kl.into_scalar() - 10.0).abs() < 1e-6);
     }
 }

@@ -287,8 +287,9 @@ impl<B: AutodiffBackend> AdamW<B> {
             message,
         };
         let meta_path = path.with_extension("json");
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?)
-            .map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?)
+                .map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
         let step = meta["step"]
             .as_u64()
             .ok_or_else(|| bad(format!("{}: missing `step`", meta_path.display())))?;
@@ -337,7 +338,11 @@ trait IntoScalarF64 {
 
 impl<B: Backend> IntoScalarF64 for Tensor<B, 1> {
     fn into_scalar_f64(self) -> f64 {
-        self.into_data().convert::<f64>().to_vec::<f64>().map(|v| v[0]).unwrap_or(f64::NAN)
+        self.into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .map(|v| v[0])
+            .unwrap_or(f64::NAN)
     }
 }
 
@@ -345,9 +350,13 @@ impl<B: AutodiffBackend> AdamW<B> {
     /// The accumulated gradient of the parameter at module path `key` (flattened, in the
     /// parameter's own layout), if any.
     pub fn accumulated_grad(&self, key: &str) -> Option<Vec<f32>> {
-        self.grads
-            .get(key)
-            .map(|g| g.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default())
+        self.grads.get(key).map(|g| {
+            g.clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .unwrap_or_default()
+        })
     }
 }
 

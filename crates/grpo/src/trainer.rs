@@ -127,7 +127,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         let bad_path = |field: &str, p: &Path| GrpoError::Config {
             path: PathBuf::from("<config>"),
             field: field.into(),
-            message: format!("{} does not exist (paths are relative to the current directory)", p.display()),
+            message: format!(
+                "{} does not exist (paths are relative to the current directory)",
+                p.display()
+            ),
         };
         // The model and the reference (always the starting weights, also when resuming).
         let (model_config, tokenizer_dir, reference, policy_fresh) = match (&config.model.path, &config.model.random) {
@@ -144,7 +147,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let tok = Qwen2Tokenizer::from_path(&r.tokenizer)?;
                 let mc = random_config(r, tok.vocab_size());
                 let policy = Qwen2ForCausalLM::<B>::random(&mc, dtype, r.seed, &device);
-                let reference = Qwen2ForCausalLM::<B::InnerBackend>::random(&mc, dtype, r.seed, &inner_device::<B>(&device));
+                let reference =
+                    Qwen2ForCausalLM::<B::InnerBackend>::random(&mc, dtype, r.seed, &inner_device::<B>(&device));
                 (mc, r.tokenizer.clone(), reference, Some(policy))
             }
             (None, None) => return Err(GrpoError::Input("no model given".into())),
@@ -209,7 +213,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         }
         if dropped > 0 {
-            tracing::info!(dropped, max = config.data.max_prompt_tokens, "training prompts over the length cap dropped");
+            tracing::info!(
+                dropped,
+                max = config.data.max_prompt_tokens,
+                "training prompts over the length cap dropped"
+            );
         }
         if train.len() < config.rollout.prompts_per_step {
             return Err(GrpoError::Input(format!(
@@ -416,7 +424,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 eos_ids: eos_ids.clone(),
                 ..Default::default()
             };
-            let rollouts = RolloutBatch::new(&engine, chunk.iter().map(|p| p.ids.clone()).collect(), rc)?.run(&timed)?;
+            let rollouts =
+                RolloutBatch::new(&engine, chunk.iter().map(|p| p.ids.clone()).collect(), rc)?.run(&timed)?;
             for (p, r) in chunk.iter().zip(&rollouts) {
                 let reward = re_search_reward(&r.text, &p.question.golden_answers, eos_str);
                 if reward.score == 0.0 {
@@ -485,7 +494,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         if self.state.step == 0 && val_every > 0 {
             bar.set_message("validating");
             if let Some(v) = self.validate(retriever)? {
-                bar.println(format!("step 0 validation: reward {:.3}, EM {:.3}", v.reward_mean, v.em));
+                bar.println(format!(
+                    "step 0 validation: reward {:.3}, EM {:.3}",
+                    v.reward_mean, v.em
+                ));
             }
             self.chart()?;
         }
@@ -508,7 +520,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             let s = self.state.step;
             if val_every > 0 && s % val_every == 0 {
                 if let Some(v) = self.validate(retriever)? {
-                    bar.println(format!("step {s} validation: reward {:.3}, EM {:.3}", v.reward_mean, v.em));
+                    bar.println(format!(
+                        "step {s} validation: reward {:.3}, EM {:.3}",
+                        v.reward_mean, v.em
+                    ));
                 }
                 self.chart()?;
             }
@@ -535,7 +550,10 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Renders `metrics.png` from `metrics.jsonl`.
     pub fn chart(&self) -> Result<()> {
-        crate::chart::render_metrics(&self.config.out.join("metrics.jsonl"), &self.config.out.join("metrics.png"))
+        crate::chart::render_metrics(
+            &self.config.out.join("metrics.jsonl"),
+            &self.config.out.join("metrics.png"),
+        )
     }
 }
 

@@ -30,7 +30,13 @@ fn mean_rewards(lr: f64, steps: u64) -> Vec<f64> {
     let n = 4;
     let mut out = Vec::new();
     for step in 0..steps {
-        let engine = Engine::new(config.clone(), learner.inference_model(), None, FloatType::F32, Default::default());
+        let engine = Engine::new(
+            config.clone(),
+            learner.inference_model(),
+            None,
+            FloatType::F32,
+            Default::default(),
+        );
         let batch: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
         let gens = engine
             .generate(

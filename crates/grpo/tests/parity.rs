@@ -63,7 +63,12 @@ fn check(case: &str) {
     // Loss parts per micro-batch, then gradients accumulated over both.
     let mut worst_loss = 0.0f64;
     for mb in fixture["micro_batches"].as_array().unwrap() {
-        let rows: Vec<&Sample> = mb["rows"].as_array().unwrap().iter().map(|r| &samples[r.as_u64().unwrap() as usize]).collect();
+        let rows: Vec<&Sample> = mb["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &samples[r.as_u64().unwrap() as usize])
+            .collect();
         let out = learner.micro_batch_loss(&rows, samples.len()).unwrap();
         let s = |t: burn::tensor::Tensor<B, 1>| t.into_scalar() as f64;
         for (name, got) in [
@@ -82,13 +87,21 @@ fn check(case: &str) {
     }
     let norm = learner.optimizer.grad_norm();
     let want_norm = fixture["grad_norm"].as_f64().unwrap();
-    assert!((norm - want_norm).abs() < 1e-4 * want_norm.max(1.0), "{case} grad norm {norm} vs {want_norm}");
+    assert!(
+        (norm - want_norm).abs() < 1e-4 * want_norm.max(1.0),
+        "{case} grad norm {norm} vs {want_norm}"
+    );
 
     let params = fixture["params"].as_object().unwrap();
     let mut worst_grad = 0.0f64;
     for (hf, p) in params {
         let (ours, transposed) = our_name(hf);
-        let shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = p["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let grad = learner
             .optimizer
             .accumulated_grad(&ours)
@@ -116,14 +129,25 @@ fn check(case: &str) {
     let mut total_checked = 0usize;
     for (hf, p) in params {
         let (ours, transposed) = our_name(hf);
-        let shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = p["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let (_, values) = param_values(&policy, &ours).unwrap();
         // Adam's first step is lr·g/(|g| + ε): for |g| near zero it is a sign function that f32
         // noise in g can move, so entries with |g| < 1e-4 are left out (weight decay alone moves a
         // parameter by lr·wd·p ≈ 3e-6 here, well above the 1e-6 bound, so it is still checked).
         let grads = p["grad"].as_array().unwrap();
         let mut checked = 0usize;
-        for ((i, want), g) in p["index"].as_array().unwrap().iter().zip(p["after_step"].as_array().unwrap()).zip(grads) {
+        for ((i, want), g) in p["index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(p["after_step"].as_array().unwrap())
+            .zip(grads)
+        {
             if g.as_f64().unwrap().abs() < 1e-4 {
                 continue;
             }
@@ -131,12 +155,18 @@ fn check(case: &str) {
             let got = at(&values, &shape, transposed, i.as_u64().unwrap() as usize) as f64;
             let want = want.as_f64().unwrap();
             worst_param = worst_param.max((got - want).abs());
-            assert!((got - want).abs() < 1e-6, "{case} param {hf}[{i}] after step: {got} vs PyTorch {want}");
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{case} param {hf}[{i}] after step: {got} vs PyTorch {want}"
+            );
         }
         assert!(checked > 0, "{case} {hf}: no entry has |g| >= 1e-4");
         total_checked += checked;
     }
-    assert!(total_checked >= 1000, "{case}: only {total_checked} parameter entries checked");
+    assert!(
+        total_checked >= 1000,
+        "{case}: only {total_checked} parameter entries checked"
+    );
     eprintln!("{case}: {total_checked} parameter entries checked after the step; worst |diff| loss parts {worst_loss:.2e}, grads {worst_grad:.2e} (rel. above 1), params after AdamW {worst_param:.2e}; grad norm {norm:.5} vs {want_norm:.5}");
 }
 

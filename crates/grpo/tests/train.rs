@@ -91,7 +91,9 @@ fn metrics(out: &Path) -> Vec<StepMetrics> {
 
 /// The fields that must replay exactly (timings differ run to run).
 fn replayable(m: &StepMetrics) -> String {
-    let u = m.update.map(|u| (u.loss, u.pg_loss, u.entropy, u.kl, u.clip_frac, u.grad_norm, u.tokens));
+    let u = m
+        .update
+        .map(|u| (u.loss, u.pg_loss, u.entropy, u.kl, u.clip_frac, u.grad_norm, u.tokens));
     format!(
         "{} {} {} {} {} {} {} {:?}",
         m.step, m.kind, m.reward_mean, m.reward_std, m.response_len, m.searches, m.format_fail, u
@@ -111,7 +113,15 @@ fn runs_saves_and_resumes_identically() {
     let kinds: Vec<(u64, &str)> = ma.iter().map(|m| (m.step, m.kind.as_str())).collect();
     assert_eq!(
         kinds,
-        vec![(0, "val"), (1, "train"), (2, "train"), (2, "val"), (3, "train"), (4, "train"), (4, "val")]
+        vec![
+            (0, "val"),
+            (1, "train"),
+            (2, "train"),
+            (2, "val"),
+            (3, "train"),
+            (4, "train"),
+            (4, "val")
+        ]
     );
     for m in ma.iter().filter(|m| m.kind == "train") {
         let u = m.update.expect("an update");
@@ -119,10 +129,21 @@ fn runs_saves_and_resumes_identically() {
     }
     assert!(a.path().join("metrics.png").exists());
     let ckpt = a.path().join("checkpoints/step-000004");
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "optimizer.safetensors", "trainer_state.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
         assert!(ckpt.join(f).exists(), "{f} missing");
     }
-    assert_eq!(std::fs::read_to_string(a.path().join("checkpoints/latest")).unwrap().trim(), "step-000004");
+    assert_eq!(
+        std::fs::read_to_string(a.path().join("checkpoints/latest"))
+            .unwrap()
+            .trim(),
+        "step-000004"
+    );
 
     // Run B: three steps, then abandoned without a final save (like kill -9 after step 3); the
     // checkpoint of step 2 is the latest. Resuming must redo step 3 and match run A exactly.
@@ -139,7 +160,9 @@ fn runs_saves_and_resumes_identically() {
     }
     assert_eq!(metrics(b.path()).len(), 5);
     // A fresh start in a used directory is refused.
-    let err = Trainer::<B>::new(config(b.path(), 4), false, Default::default()).err().unwrap();
+    let err = Trainer::<B>::new(config(b.path(), 4), false, Default::default())
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
     let mut t = Trainer::<B>::new(config(b.path(), 4), true, Default::default()).unwrap();
     assert_eq!(t.step(), 2);
@@ -150,7 +173,10 @@ fn runs_saves_and_resumes_identically() {
     assert_eq!(ra, rb);
     // The redone step's first attempt is kept aside, not lost.
     assert_eq!(
-        std::fs::read_to_string(b.path().join("metrics.discarded.jsonl")).unwrap().lines().count(),
+        std::fs::read_to_string(b.path().join("metrics.discarded.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
         1
     );
 }

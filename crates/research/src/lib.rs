@@ -8,6 +8,7 @@
 //! - [`kernels`]: attention (reference path; fused CUDA kernels with the `cuda` feature);
 //! - [`agent`]: prompt templates, the rollout loop with search, rewards and answer metrics;
 //! - [`eval`]: FlashRAG datasets and benchmark evaluation.
+//! - [`grpo`]: the GRPO learner, checkpoints and the training loop;
 //! - [`retrieval`]: corpus store, dense index build (BERT encoder + usearch HNSW) and in-process search.
 //!
 //! ## Loading a model and generating
@@ -36,6 +37,7 @@
 pub use research_agent as agent;
 pub use research_engine as engine;
 pub use research_eval as eval;
+pub use research_grpo as grpo;
 pub use research_kernels as kernels;
 pub use research_qwen2 as qwen2;
 pub use research_retrieval as retrieval;

@@ -11,9 +11,11 @@
 
 pub mod error;
 pub mod weights;
+pub mod write;
 
 pub use error::{io_err, ModelError, Result};
 pub use weights::{encode, Checkpoint, FloatType, RawTensor};
+pub use write::write_safetensors;
 
 /// The bytes of a file as stored, decompressed when its name ends in `.zst` (the repository ships
 /// large text files zstd-compressed). The error says what is wrong, without the path.

@@ -3,6 +3,7 @@
 //! - [`Qwen2Config`]: `config.json` as transformers 4.x and 5.x write it.
 //! - [`Checkpoint`]: memory-mapped safetensors, single or sharded, decoded into f32/bf16/f16.
 //! - [`Qwen2ForCausalLM`]: the model, generic over the burn backend, with HF tensor names.
+//! - `save`: [`Qwen2ForCausalLM::save_pretrained`] writes the HF layout back (safetensors + config.json).
 //! - [`KvCache`]: the preallocated cache the generation engine drives.
 //! - [`Qwen2Tokenizer`] and [`render_chat`]: `tokenizer.json` and the Qwen2.5 chat template.
 //! - [`ModelDir`]: finds a checkpoint from a directory or a Hugging Face hub id in the local cache.
@@ -11,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod save;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;

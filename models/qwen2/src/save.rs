@@ -21,7 +21,10 @@ impl<B: Backend> Qwen2ForCausalLM<B> {
             }
         }
         let vec = |t: Tensor<B, 1>| t.into_data();
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.val().into_data())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.val().into_data(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((
