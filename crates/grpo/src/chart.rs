@@ -65,9 +65,9 @@ impl Canvas {
     fn text(&mut self, x: i64, y: i64, s: &str, c: [u8; 3]) {
         for (k, ch) in s.chars().enumerate() {
             let g = glyph(ch);
-            for row in 0..5 {
+            for (row, bits) in g.iter().enumerate() {
                 for col in 0..3 {
-                    if g[row] >> (2 - col) & 1 == 1 {
+                    if bits >> (2 - col) & 1 == 1 {
                         for (ox, oy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
                             self.set(x + k as i64 * 8 + col as i64 * 2 + ox, y + row as i64 * 2 + oy, c);
                         }

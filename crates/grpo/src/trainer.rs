@@ -518,7 +518,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 m.update.map_or(0.0, |u| u.kl)
             ));
             let s = self.state.step;
-            if val_every > 0 && s % val_every == 0 {
+            if val_every > 0 && s.is_multiple_of(val_every) {
                 if let Some(v) = self.validate(retriever)? {
                     bar.println(format!(
                         "step {s} validation: reward {:.3}, EM {:.3}",
@@ -528,7 +528,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 self.chart()?;
             }
             let every = self.config.schedule.save_every;
-            if (every > 0 && s % every == 0) || s == total {
+            if (every > 0 && s.is_multiple_of(every)) || s == total {
                 self.save()?;
             }
         }

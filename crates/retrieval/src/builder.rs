@@ -307,11 +307,12 @@ fn encode_sorted<B: Backend>(
             bar.inc(group.len() as u64);
         }
     };
-    let results: Vec<Result<Vec<(usize, Vec<Vec<f32>>)>>> = if threads <= 1 || groups.len() <= 1 {
+    type Embedded = Result<Vec<(usize, Vec<Vec<f32>>)>>;
+    let results: Vec<Embedded> = if threads <= 1 || groups.len() <= 1 {
         vec![embed()]
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads.min(groups.len())).map(|_| s.spawn(&embed)).collect();
+            let handles: Vec<_> = (0..threads.min(groups.len())).map(|_| s.spawn(embed)).collect();
             handles
                 .into_iter()
                 .map(|h| {

@@ -439,7 +439,7 @@ fn check_encoder(manifest: &Manifest, encoder_dir: &Path, manifest_path: &Path) 
 /// The `k` rows of `data` (row-major, `dims` wide) with the largest inner product with each
 /// query, best first (ties by lower row), over `threads` threads.
 pub fn exact_top_k(data: &[f32], dims: usize, queries: &[Vec<f32>], k: usize, threads: usize) -> Vec<Vec<(u64, f32)>> {
-    let rows = if dims == 0 { 0 } else { data.len() / dims };
+    let rows = data.len().checked_div(dims).unwrap_or(0);
     let k = k.min(rows);
     if k == 0 {
         return vec![Vec::new(); queries.len()];
