@@ -27,6 +27,32 @@ pub trait Retriever {
     fn search(&self, queries: &[String], k: usize) -> Result<Vec<Vec<Passage>>, String>;
 }
 
+/// One batched retriever call, retried `retries` times with exponential backoff from `backoff`;
+/// a wrong number of result lists counts as a failure. After the last attempt the error says how
+/// many attempts were made and the last message (never a silent empty result).
+pub fn search_with_retries(
+    retriever: &dyn Retriever,
+    queries: &[String],
+    k: usize,
+    retries: usize,
+    backoff: Duration,
+) -> Result<Vec<Vec<Passage>>, RolloutError> {
+    let attempts = retries + 1;
+    let mut message = String::new();
+    for attempt in 0..attempts {
+        match retriever.search(queries, k) {
+            Ok(r) if r.len() == queries.len() => return Ok(r),
+            Ok(r) => message = format!("{} result lists for {} queries", r.len(), queries.len()),
+            Err(e) => message = e,
+        }
+        tracing::warn!(attempt = attempt + 1, attempts, %message, "retriever call failed");
+        if attempt + 1 < attempts {
+            std::thread::sleep(backoff * 2u32.pow(attempt as u32));
+        }
+    }
+    Err(RolloutError::Retriever { attempts, message })
+}
+
 /// What can stop a rollout.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -171,20 +197,13 @@ impl<'e, B: Backend> RolloutBatch<'e, B> {
     }
 
     fn search(&self, retriever: &dyn Retriever, queries: &[String]) -> Result<Vec<Vec<Passage>>, RolloutError> {
-        let attempts = self.config.retries + 1;
-        let mut message = String::new();
-        for attempt in 0..attempts {
-            match retriever.search(queries, self.config.top_k) {
-                Ok(r) if r.len() == queries.len() => return Ok(r),
-                Ok(r) => message = format!("{} result lists for {} queries", r.len(), queries.len()),
-                Err(e) => message = e,
-            }
-            tracing::warn!(attempt = attempt + 1, attempts, %message, "retriever call failed");
-            if attempt + 1 < attempts {
-                std::thread::sleep(self.config.backoff * 2u32.pow(attempt as u32));
-            }
-        }
-        Err(RolloutError::Retriever { attempts, message })
+        search_with_retries(
+            retriever,
+            queries,
+            self.config.top_k,
+            self.config.retries,
+            self.config.backoff,
+        )
     }
 
     /// Runs the loop until every sample ends.

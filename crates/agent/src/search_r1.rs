@@ -229,20 +229,13 @@ impl<'e, B: Backend> SearchR1Batch<'e, B> {
     }
 
     fn search(&self, retriever: &dyn Retriever, queries: &[String]) -> Result<Vec<Vec<Passage>>, RolloutError> {
-        let attempts = self.config.retries + 1;
-        let mut message = String::new();
-        for attempt in 0..attempts {
-            match retriever.search(queries, self.config.top_k) {
-                Ok(r) if r.len() == queries.len() => return Ok(r),
-                Ok(r) => message = format!("{} result lists for {} queries", r.len(), queries.len()),
-                Err(e) => message = e,
-            }
-            tracing::warn!(attempt = attempt + 1, attempts, %message, "retriever call failed");
-            if attempt + 1 < attempts {
-                std::thread::sleep(self.config.backoff * 2u32.pow(attempt as u32));
-            }
-        }
-        Err(RolloutError::Retriever { attempts, message })
+        crate::rollout::search_with_retries(
+            retriever,
+            queries,
+            self.config.top_k,
+            self.config.retries,
+            self.config.backoff,
+        )
     }
 
     /// Runs the loop until every sample answers or the final turn ends.
