@@ -61,7 +61,7 @@ mod tests {
         )
         .unwrap();
         let ckpt = Checkpoint::open(dir.path()).unwrap();
-        let a = ckpt.load("a", &[3, 2], true, FloatType::F32).unwrap();
+        let a = ckpt.load("a", &[2, 3], true, FloatType::F32).unwrap();
         assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let b = ckpt.load("b", &[2], false, FloatType::F32).unwrap();
         assert_eq!(b.to_vec::<f32>().unwrap(), vec![0.5, -1.25]);
