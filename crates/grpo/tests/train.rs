@@ -11,6 +11,10 @@ use research_grpo::{StepMetrics, TrainConfig, Trainer};
 
 type B = Autodiff<NdArray<f32>>;
 
+/// The backend's random generator (model init, sampling) is process-wide: the tests of this file
+/// take turns so that one cannot draw from the other's seeded stream.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Passages made from the query text: deterministic and query-dependent.
 struct Scripted;
 
@@ -102,6 +106,7 @@ fn replayable(m: &StepMetrics) -> String {
 
 #[test]
 fn runs_saves_and_resumes_identically() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stop = AtomicBool::new(false);
     // Run A: four steps straight.
     let a = tempfile::tempdir().unwrap();
@@ -183,6 +188,7 @@ fn runs_saves_and_resumes_identically() {
 
 #[test]
 fn a_stop_request_saves_and_returns() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::tempdir().unwrap();
     let stop = AtomicBool::new(true);
     let mut t = Trainer::<B>::new(config(out.path(), 4), false, Default::default()).unwrap();
