@@ -82,21 +82,14 @@ fn load_config(a: &TrainArgs) -> Result<TrainConfig> {
     Ok(config)
 }
 
-/// The retriever the config names.
+/// The retriever the config names (`retriever.index` or `retriever.url`, exactly one).
 fn open_retriever(config: &TrainConfig) -> Result<Box<dyn research::agent::Retriever>> {
-    match (&config.retriever.index, &config.retriever.url) {
-        (Some(_), Some(_)) => bail!("give one of retriever.index and retriever.url, not both"),
-        (Some(dir), None) => {
-            let r = research::retrieval::Retriever::open(dir, &Default::default())
-                .with_context(|| format!("opening the index {}", dir.display()))?;
-            Ok(Box::new(r))
-        }
-        (None, Some(url)) => Ok(Box::new(research::agent::ReSearchApi::new(
-            url,
-            std::time::Duration::from_secs(60),
-        ))),
-        (None, None) => bail!("no retriever: give --index DIR (built by `research index`) or --retriever-url URL"),
-    }
+    crate::retriever::open(
+        config.retriever.index.as_deref(),
+        config.retriever.url.as_deref(),
+        std::time::Duration::from_secs(60),
+        &Default::default(),
+    )
 }
 
 struct TrainJob {
@@ -156,6 +149,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     dispatch_autodiff(
         kind,
         dtype,
+        config.model.gradient_checkpointing,
         TrainJob {
             config,
             resume: a.resume,

@@ -174,32 +174,78 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) ->
     unreachable!("backend {kind} passed the compiled-in check")
 }
 
-/// Like [`dispatch`], for training: runs `work` on `Autodiff<kind's backend>`.
+/// Gradient checkpointing of the autodiff backend that [`dispatch_autodiff`] builds.
+///
+/// `Balanced` is burn's `BalancedCheckpointing`: the outputs of memory-bound operations (element-wise
+/// ops, softmax, norms) are recomputed in the backward pass instead of kept, the outputs of
+/// compute-bound ones (matrix products) are kept. It lowers peak memory for some recomputation; it is
+/// op-level, not the per-decoder-layer recomputation of PyTorch's `gradient_checkpointing_enable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpointing {
+    /// Keep every intermediate the backward needs.
+    #[default]
+    Off,
+    /// burn's `BalancedCheckpointing`.
+    Balanced,
+}
+
+impl std::str::FromStr for Checkpointing {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "off" | "none" => Ok(Self::Off),
+            "balanced" => Ok(Self::Balanced),
+            other => Err(EngineError::Backend(format!(
+                "unknown gradient checkpointing `{other}` (expected off or balanced)"
+            ))),
+        }
+    }
+}
+
+/// Like [`dispatch`], for training: runs `work` on `Autodiff<kind's backend>` with the given
+/// gradient checkpointing strategy.
+pub fn dispatch_autodiff<W: WithAutodiffBackend>(
+    kind: BackendKind,
+    dtype: FloatType,
+    checkpointing: Checkpointing,
+    work: W,
+) -> Result<W::Output> {
+    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+    match checkpointing {
+        Checkpointing::Off => dispatch_autodiff_with::<W, NoCheckpointing>(kind, dtype, work),
+        Checkpointing::Balanced => dispatch_autodiff_with::<W, BalancedCheckpointing>(kind, dtype, work),
+    }
+}
+
 #[cfg_attr(
     not(any(feature = "cpu", feature = "cuda", feature = "tch")),
     allow(unused_variables)
 )]
-pub fn dispatch_autodiff<W: WithAutodiffBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
+fn dispatch_autodiff_with<W, C>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output>
+where
+    W: WithAutodiffBackend,
+    C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy,
+{
+    use burn::backend::Autodiff;
     check(kind, dtype)?;
     #[allow(unreachable_code, unused_variables)]
     match kind {
         BackendKind::Cpu => {
             #[cfg(feature = "cpu")]
-            return Ok(work.run::<burn::backend::Autodiff<CpuBackend>>(Default::default()));
+            return Ok(work.run::<Autodiff<CpuBackend, C>>(Default::default()));
         }
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
-            return Ok(work.run::<burn::backend::Autodiff<CudaBackend>>(burn::backend::cuda::CudaDevice::new(0)));
+            return Ok(work.run::<Autodiff<CudaBackend, C>>(burn::backend::cuda::CudaDevice::new(0)));
         }
         BackendKind::TchCpu => {
             #[cfg(feature = "tch")]
-            return Ok(work.run::<burn::backend::Autodiff<TchBackend>>(burn::backend::libtorch::LibTorchDevice::Cpu));
+            return Ok(work.run::<Autodiff<TchBackend, C>>(burn::backend::libtorch::LibTorchDevice::Cpu));
         }
         BackendKind::TchCuda => {
             #[cfg(feature = "tch")]
-            return Ok(
-                work.run::<burn::backend::Autodiff<TchBackend>>(burn::backend::libtorch::LibTorchDevice::Cuda(0))
-            );
+            return Ok(work.run::<Autodiff<TchBackend, C>>(burn::backend::libtorch::LibTorchDevice::Cuda(0)));
         }
     }
     unreachable!("backend {kind} passed the compiled-in check")

@@ -15,7 +15,7 @@ pub mod error;
 pub mod sampling;
 pub mod stop;
 
-pub use backend::{dispatch, dispatch_autodiff, BackendKind, WithAutodiffBackend, WithBackend};
+pub use backend::{dispatch, dispatch_autodiff, BackendKind, Checkpointing, WithAutodiffBackend, WithBackend};
 pub use batch::{Batch, FinishReason, GenerateOptions, Sequence};
 pub use engine::{Engine, Generation};
 pub use error::{EngineError, Result};

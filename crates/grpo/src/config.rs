@@ -40,6 +40,9 @@ pub struct ModelSection {
     pub dtype: String,
     /// Backend: cpu, cuda, tch-cpu, tch-cuda.
     pub backend: String,
+    /// Gradient checkpointing of the training backend: `off`, or `balanced` (burn's op-level
+    /// strategy: memory-bound intermediates are recomputed in the backward pass).
+    pub gradient_checkpointing: research_engine::Checkpointing,
 }
 
 impl Default for ModelSection {
@@ -49,6 +52,7 @@ impl Default for ModelSection {
             random: None,
             dtype: "bf16".into(),
             backend: "cuda".into(),
+            gradient_checkpointing: research_engine::Checkpointing::Balanced,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`chart`] — `metrics.png`.
 
 pub mod advantage;
+pub mod bench;
 pub mod chart;
 pub mod checkpoint;
 pub mod config;
