@@ -3,7 +3,11 @@
 //! - `cargo xtask test`: formatting check, clippy with warnings as errors, and every test of the
 //!   workspace on the CPU (what CI runs).
 //! - `cargo xtask bench generate [--features cuda] -- --config CONFIG --backend cuda ...`: the
-//!   generation benchmark from a release build (`research bench generate --help` lists its flags).
+//!   generation benchmark from a release build (`research bench generate --help` lists its flags);
+//!   `cargo xtask bench rollout -- --config CONFIG --index DIR ...` likewise for the ReSearch
+//!   rollout benchmark (`research bench rollout --help`).
+//! - `cargo xtask rollout-index`: the small index `research bench rollout` runs against on the GPU
+//!   machine (a random 32-wide BERT over the shipped 1,000-passage corpus) in `stage/rollout-index`.
 //! - `cargo xtask train`: the `tiny` training demo end to end on the CPU (see `train.rs`); with
 //!   arguments after `--`, any `research train` run from a release build.
 //! - `cargo xtask stage-gpu [--features cuda,tch]`: builds the release `research` binary (stripped by
@@ -34,10 +38,11 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Benchmarks: `generate` runs `research bench generate` from a release build on this machine
-    /// (on the GPU machine, where there is no cargo, run the staged binary: see tests/gpu/suite.sh).
+    /// Benchmarks: `generate` or `rollout` runs `research bench <what>` from a release build on
+    /// this machine (on the GPU machine, where there is no cargo, run the staged binary: see
+    /// tests/gpu/suite.sh).
     Bench {
-        /// What to benchmark: `generate`.
+        /// What to benchmark: `generate` or `rollout`.
         what: String,
         /// Cargo features of the build (e.g. `cuda`, `tch`).
         #[arg(long, default_value = "cpu")]
@@ -59,6 +64,18 @@ enum Cmd {
         /// Arguments for `research train` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Write the index `research bench rollout` uses on the GPU machine: a random BERT (MiniLM's
+    /// tokenizer, 2 layers, width 32; retrieval is arbitrary, its cost is small) and a `research
+    /// index` over data/corpus/flashrag_sample_data_1000.jsonl.zst, in <dir>/encoder and
+    /// <dir>/index (the decompressed corpus copy is removed; the index re-creates it when opened).
+    RolloutIndex {
+        /// Output folder (git-ignored under stage/, so a device run can carry it).
+        #[arg(long, default_value = "stage/rollout-index")]
+        dir: PathBuf,
+        /// The `research` binary to run (default: a release build of research-cli with `cpu`).
+        #[arg(long)]
+        research: Option<PathBuf>,
     },
     /// Build the CUDA release binary and stage it with the GPU suite in stage/.
     StageGpu {
@@ -101,8 +118,8 @@ fn main() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
         }
         Cmd::Bench { what, features, args } => {
-            if what != "generate" {
-                bail!("unknown benchmark `{what}` (available: generate)");
+            if !["generate", "rollout"].contains(&what.as_str()) {
+                bail!("unknown benchmark `{what}` (available: generate, rollout)");
             }
             let mut cmd = cargo();
             cmd.args([
@@ -114,10 +131,11 @@ fn main() -> Result<()> {
                 "--features",
                 &features,
             ]);
-            cmd.args(["--", "bench", "generate"]).args(&args);
+            cmd.args(["--", "bench", &what]).args(&args);
             run(&mut cmd)?;
         }
         Cmd::Train { features, dir, args } => train::train(&features, &dir, &args)?,
+        Cmd::RolloutIndex { dir, research } => train::rollout_index(&dir, research)?,
         Cmd::StageGpu { features } => {
             for (pkg, bin) in [
                 ("research-cli", "research"),

@@ -52,8 +52,9 @@ impl Lcg {
     }
 }
 
-/// Writes a small random BERT (MiniLM's tokenizer, 2 layers, width 128) into `dir`.
-fn random_encoder(dir: &Path) -> Result<()> {
+/// Writes a small random BERT (MiniLM's tokenizer, 2 layers, width `hid`, 4 heads, MLP `2 × hid`)
+/// into `dir`.
+fn random_encoder(dir: &Path, hid: usize) -> Result<()> {
     let src = root().join("data/minilm");
     std::fs::create_dir_all(dir)?;
     for f in [
@@ -66,8 +67,7 @@ fn random_encoder(dir: &Path) -> Result<()> {
             std::fs::copy(src.join(f), dir.join(f))?;
         }
     }
-    let (vocab, hid, inter, layers, heads, max_pos, types) =
-        (30522usize, 128usize, 256usize, 2usize, 4usize, 512usize, 2usize);
+    let (vocab, inter, layers, heads, max_pos, types) = (30522usize, 2 * hid, 2usize, 4usize, 512usize, 2usize);
     let config = format!(
         r#"{{"architectures":["BertModel"],"model_type":"bert","hidden_act":"gelu","hidden_size":{hid},"intermediate_size":{inter},"num_hidden_layers":{layers},"num_attention_heads":{heads},"max_position_embeddings":{max_pos},"type_vocab_size":{types},"vocab_size":{vocab},"layer_norm_eps":1e-12,"pad_token_id":0,"position_embedding_type":"absolute","_comment":"random initialisation written by cargo xtask train (no encoder weights are shipped)"}}"#
     );
@@ -136,7 +136,7 @@ fn encoder(dir: &Path) -> Result<PathBuf> {
     }
     let enc = dir.join("random-encoder");
     if !enc.join("model.safetensors").exists() {
-        random_encoder(&enc).context("writing the random encoder")?;
+        random_encoder(&enc, 128).context("writing the random encoder")?;
     }
     eprintln!(
         "encoder: no MiniLM weights found (set RESEARCH_MINILM_DIR); using a random 2-layer BERT at {} —\n  \
@@ -189,4 +189,60 @@ pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
             .arg("--out")
             .arg(&out),
     )
+}
+
+/// `cargo xtask rollout-index`: a random 32-wide encoder in `<dir>/encoder` and `research index`
+/// over the shipped 1,000-passage corpus in `<dir>/index`, small enough to carry to the GPU machine.
+pub fn rollout_index(dir: &Path, research_bin: Option<PathBuf>) -> Result<()> {
+    let bin = match research_bin {
+        Some(b) => b,
+        None => research("cpu")?,
+    };
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        root().join(dir)
+    };
+    let enc = dir.join("encoder");
+    if !enc.join("model.safetensors").exists() {
+        random_encoder(&enc, 32).context("writing the random encoder")?;
+    }
+    let index = dir.join("index");
+    crate::run(
+        Command::new(&bin)
+            .args([
+                "index",
+                "--corpus",
+                "data/corpus/flashrag_sample_data_1000.jsonl.zst",
+                "--quiet",
+                "--encoder",
+            ])
+            .arg(&enc)
+            .arg("--out")
+            .arg(&index),
+    )?;
+    // The decompressed corpus beside the index is a cache: a device run re-creates it from the
+    // repository's .zst (whose timestamp differs there anyway), so it is not carried.
+    for cache in ["corpus.jsonl", "corpus.offsets"] {
+        let p = index.join(cache);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| p.display().to_string())?;
+        }
+    }
+    let size: u64 = [&enc, &index]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "rollout index ready: {} ({:.1} MiB). On the GPU machine (repo root), pass\n  \
+         --index {rel}/index --index-encoder {rel}/encoder \\\n  \
+         --index-corpus data/corpus/flashrag_sample_data_1000.jsonl.zst",
+        dir.display(),
+        size as f64 / (1 << 20) as f64,
+        rel = dir.strip_prefix(root()).unwrap_or(&dir).display()
+    );
+    Ok(())
 }

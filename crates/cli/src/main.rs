@@ -8,10 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use research::burn::tensor::backend::Backend;
 use research::prelude::*;
 
+mod bench_rollout;
 mod data;
 mod judge;
 mod loops;
 mod retrieval;
+mod retriever;
 mod serve;
 mod train;
 
@@ -54,12 +56,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct AgentArgs {
-    /// A ReSearch-API retriever (POST /batch_search), e.g. http://127.0.0.1:8000.
-    #[arg(long)]
-    retriever_url: String,
-    /// Seconds before a retriever request fails (it is retried with backoff, then reported).
-    #[arg(long, default_value_t = 60)]
-    retriever_timeout: u64,
+    #[command(flatten)]
+    retriever: retriever::RetrieverArgs,
     /// Use the base-model prompt (re_search_template, EOS <|endoftext|>) instead of the instruct one.
     #[arg(long)]
     base: bool,
@@ -139,6 +137,9 @@ struct RewardArgs {
 enum BenchCommand {
     /// Greedy generation throughput (new tokens/s, prefill included) for several batch sizes.
     Generate(BenchGenerateArgs),
+    /// ReSearch rollout throughput: a dataset's questions as one batch through the search loop
+    /// (random weights of a shape, scripted searches), time split between generation and retrieval.
+    Rollout(bench_rollout::BenchRolloutArgs),
 }
 
 #[derive(Args)]
@@ -380,10 +381,6 @@ fn rollout_config(a: &AgentArgs) -> research::agent::RolloutConfig {
     }
 }
 
-fn retriever(a: &AgentArgs) -> research::agent::ReSearchApi {
-    research::agent::ReSearchApi::new(&a.retriever_url, std::time::Duration::from_secs(a.retriever_timeout))
-}
-
 struct EvalJob(EvalArgs, FloatType, ModelDir);
 
 impl WithBackend for EvalJob {
@@ -397,6 +394,7 @@ impl WithBackend for EvalJob {
             questions.truncate(n);
         }
         let judge = judge::judge(&a.judge)?;
+        let retriever = a.agent.retriever.open()?;
         let engine = Engine::<B>::load(&dir, dtype, device)?;
         let lp = &a.agent.loop_args;
         let config = EvalConfig {
@@ -418,7 +416,7 @@ impl WithBackend for EvalJob {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("runs/eval-{}", a.dataset)));
-        let summary = evaluate_with_judge(&engine, &retriever(&a.agent), &questions, &config, &out, judge.as_ref())?;
+        let summary = evaluate_with_judge(&engine, retriever.as_ref(), &questions, &config, &out, judge.as_ref())?;
         println!("{}", serde_json::to_string_pretty(&summary)?);
         Ok(())
     }
@@ -431,11 +429,11 @@ impl WithBackend for AskJob {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         use research::agent::{re_search_instruct_prompt, re_search_template, RolloutBatch};
         let AskJob(a, dtype, dir) = self;
+        let retriever = a.agent.retriever.open()?;
         let engine = Engine::<B>::load(&dir, dtype, device)?;
         let lp = &a.agent.loop_args;
         if lp.kind == loops::LoopChoice::SearchR1 {
             let top_k = a.agent.top_k.unwrap_or(lp.default_top_k());
-            let retriever = retriever(&a.agent);
             return loops::ask_search_r1(
                 &engine,
                 &a.question,
@@ -443,7 +441,7 @@ impl WithBackend for AskJob {
                 lp,
                 top_k,
                 a.agent.max_turns,
-                &retriever,
+                retriever.as_ref(),
             );
         }
         let prompt = if a.agent.base {
@@ -453,7 +451,7 @@ impl WithBackend for AskJob {
         };
         let ids = engine.tokenizer()?.encode(&prompt)?;
         let rollout = RolloutBatch::new(&engine, vec![ids], rollout_config(&a.agent))?
-            .run(&retriever(&a.agent))?
+            .run(retriever.as_ref())?
             .remove(0);
         // Show the model's text, with each inserted result block set apart.
         let mut rest = rollout.text.as_str();
@@ -514,6 +512,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             let config = Qwen2Config::from_file(&a.config)?;
             dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
         }
+        BenchCommand::Rollout(a) => bench_rollout::run(a),
     }
 }
 
