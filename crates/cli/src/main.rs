@@ -139,7 +139,7 @@ enum BenchCommand {
     Generate(BenchGenerateArgs),
     /// ReSearch rollout throughput: a dataset's questions as one batch through the search loop
     /// (random weights of a shape, scripted searches), time split between generation and retrieval.
-    Rollout(bench_rollout::BenchRolloutArgs),
+    Rollout(Box<bench_rollout::BenchRolloutArgs>),
 }
 
 #[derive(Args)]
@@ -512,7 +512,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             let config = Qwen2Config::from_file(&a.config)?;
             dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
         }
-        BenchCommand::Rollout(a) => bench_rollout::run(a),
+        BenchCommand::Rollout(a) => bench_rollout::run(*a),
     }
 }
 
