@@ -7,6 +7,13 @@ set -u
 OUT=${OUT:-/tmp/gpu-suite}
 mkdir -p "$OUT"
 BIN=stage/bin/research
+# `cargo xtask stage-gpu` packs the binaries as stage/xz/*.xz (the 64 MiB carry limit); unpack them.
+mkdir -p stage/bin
+for f in stage/xz/*.xz; do
+  [ -e "$f" ] || continue
+  b=stage/bin/$(basename "$f" .xz)
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$b" && chmod +x "$b"
+done
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 # cuBLASLt for burn-cuda's linear layers (loaded at run time by cudarc as libcublasLt.so.13).
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
@@ -42,6 +49,28 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   bench ${BENCH_TIMEOUT:-200} python3 tests/gpu/bench_generate_hf.py --config $CFG --batch $B
   for be in ${BENCH_MORE:-tch-cuda}; do
     bench ${BENCH_TIMEOUT:-200} "$BIN" bench generate --config $CFG --backend $be --dtype bf16 --batch $B
+  done
+fi
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  # One GRPO update step (issue 5): 8 x 2048 tokens, gradient checkpointing, AdamW; ours on
+  # burn-cuda, then PyTorch (HF model, SDPA, autocast bf16, per-layer checkpointing) in the same run.
+  for cfg in ${TRAIN_CONFIGS:-data/qwen2.5_configs/Qwen2.5-0.5B-Instruct/config.json data/qwen2.5_configs/Qwen2-1.5B-Instruct_via_Qwen2-Boundless/config.json}; do
+    for be in ${TRAIN_BACKENDS:-cuda}; do
+      CUBECL_AUTOTUNE_LEVEL=minimal timeout ${TRAIN_TIMEOUT:-240} "$BIN" bench train --config $cfg --backend $be --dtype bf16 ${TRAIN_ARGS:-} 2>&1 | tee -a "$OUT/bench_train.jsonl"
+    done
+    timeout ${TRAIN_TIMEOUT:-240} python3 tests/gpu/bench_train_torch.py --config $cfg 2>&1 | tee -a "$OUT/bench_train.jsonl"
+  done
+fi
+if [ "${SKIP_ROLLOUT:-0}" != 1 ]; then
+  # ReSearch rollout throughput (issue 4): the 125 Bamboogle questions as one batch, 7B shape,
+  # random weights, two scripted searches each against the small carried index
+  # (`cargo xtask rollout-index`), then free generation up to the budget.
+  for be in ${ROLLOUT_BACKENDS:-tch-cuda cuda}; do
+    CUBECL_AUTOTUNE_LEVEL=minimal timeout ${ROLLOUT_TIMEOUT:-300} "$BIN" bench rollout \
+      --config data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json \
+      --index stage/rollout-index/index --index-encoder stage/rollout-index/encoder \
+      --index-corpus data/corpus/flashrag_sample_data_1000.jsonl.zst \
+      --dataset bamboogle --backend $be --dtype bf16 ${ROLLOUT_ARGS:-} 2>&1 | tee -a "$OUT/bench_rollout.jsonl"
   done
 fi
 exit $status

@@ -38,11 +38,11 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Benchmarks: `generate` or `rollout` runs `research bench <what>` from a release build on
-    /// this machine (on the GPU machine, where there is no cargo, run the staged binary: see
-    /// tests/gpu/suite.sh).
+    /// Benchmarks: `generate`, `rollout` or `train` runs `research bench <what>` from a release
+    /// build on this machine (on the GPU machine, where there is no cargo, run the staged binary:
+    /// see tests/gpu/suite.sh).
     Bench {
-        /// What to benchmark: `generate` or `rollout`.
+        /// What to benchmark: `generate`, `rollout` or `train`.
         what: String,
         /// Cargo features of the build (e.g. `cuda`, `tch`).
         #[arg(long, default_value = "cpu")]
@@ -104,6 +104,13 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The binaries `stage-gpu` builds and packs, by package.
+const GPU_BINARIES: [(&str, &str); 3] = [
+    ("research-cli", "research"),
+    ("research-tests", "gpu-parity"),
+    ("research-tests", "gpu-gemm"),
+];
+
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -118,8 +125,8 @@ fn main() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
         }
         Cmd::Bench { what, features, args } => {
-            if !["generate", "rollout"].contains(&what.as_str()) {
-                bail!("unknown benchmark `{what}` (available: generate, rollout)");
+            if !["generate", "rollout", "train"].contains(&what.as_str()) {
+                bail!("unknown benchmark `{what}` (available: generate, rollout, train)");
             }
             let mut cmd = cargo();
             cmd.args([
@@ -137,11 +144,7 @@ fn main() -> Result<()> {
         Cmd::Train { features, dir, args } => train::train(&features, &dir, &args)?,
         Cmd::RolloutIndex { dir, research } => train::rollout_index(&dir, research)?,
         Cmd::StageGpu { features } => {
-            for (pkg, bin) in [
-                ("research-cli", "research"),
-                ("research-tests", "gpu-parity"),
-                ("research-tests", "gpu-gemm"),
-            ] {
+            for (pkg, bin) in GPU_BINARIES {
                 let args = [
                     "build",
                     "--release",
@@ -155,13 +158,23 @@ fn main() -> Result<()> {
                 run(cargo().args(args).arg(&features))?;
             }
             let stage = root().join("stage");
-            std::fs::create_dir_all(stage.join("bin"))?;
+            let packed = stage.join("xz");
+            std::fs::create_dir_all(&packed)?;
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root().join("target"));
-            for bin in ["research", "gpu-parity", "gpu-gemm"] {
+            // A device call carries at most 64 MiB with the tree: the binaries travel
+            // xz-compressed (about a fifth of their size) and tests/gpu/suite.sh unpacks them into
+            // stage/bin with Python's lzma (no xz there is assumed).
+            let _ = std::fs::remove_dir_all(stage.join("bin"));
+            for (_, bin) in GPU_BINARIES {
                 let built = target.join("release").join(bin);
-                std::fs::copy(&built, stage.join("bin").join(bin)).with_context(|| built.display().to_string())?;
+                let out = packed.join(format!("{bin}.xz"));
+                let tmp = packed.join(bin);
+                std::fs::copy(&built, &tmp).with_context(|| built.display().to_string())?;
+                run(Command::new("strip").arg(&tmp))?;
+                let _ = std::fs::remove_file(&out);
+                run(Command::new("xz").args(["-6", "-T2"]).arg(&tmp))?;
             }
             eprintln!(
                 "staged {}: carry `stage` and run `bash tests/gpu/suite.sh` on the GPU machine",

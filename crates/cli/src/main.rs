@@ -9,6 +9,7 @@ use research::burn::tensor::backend::Backend;
 use research::prelude::*;
 
 mod bench_rollout;
+mod bench_train;
 mod data;
 mod judge;
 mod loops;
@@ -140,6 +141,9 @@ enum BenchCommand {
     /// ReSearch rollout throughput: a dataset's questions as one batch through the search loop
     /// (random weights of a shape, scripted searches), time split between generation and retrieval.
     Rollout(Box<bench_rollout::BenchRolloutArgs>),
+    /// GRPO training-step throughput (forward, backward, AdamW; tokens/s) on random weights of a
+    /// Qwen2 shape, one micro-batch per step.
+    Train(bench_train::BenchTrainArgs),
 }
 
 #[derive(Args)]
@@ -513,6 +517,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
         }
         BenchCommand::Rollout(a) => bench_rollout::run(*a),
+        BenchCommand::Train(a) => bench_train::run(a),
     }
 }
 

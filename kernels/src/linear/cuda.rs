@@ -30,6 +30,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::ops::FloatTensorOps;
@@ -483,6 +484,17 @@ fn build_plan(handle: lts::cublasLtHandle_t, key: &PlanKey, dtype: DType) -> Res
             8,
         )
         .map_err(lt_err("workspace preference"))?;
+        // Split-K partial sums are reduced in f32 (in the workspace) or not at all: the in-place and
+        // output-type schemes round each partial sum to bf16/f16 first, which loses the f32
+        // accumulation the callers rely on (seen as bound violations on narrow odd-N bf16 shapes).
+        let reduction = lts::cublasLtReductionScheme_t::CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE as u32;
+        lt::set_matmul_pref_attribute(
+            pref,
+            lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+            &reduction as *const u32 as *const c_void,
+            4,
+        )
+        .map_err(lt_err("reduction scheme preference"))?;
         let aligns = [
             lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
             lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -592,8 +604,9 @@ struct LinearBackward;
 #[derive(Debug)]
 struct LinearBiasBackward;
 
-/// Saved for the backward: the input and the weight (inner primitives).
-type LinearState = (CT, CT);
+/// Saved for the backward: the input and the weight, as checkpointed nodes (so that under
+/// `BalancedCheckpointing` a recomputable input is recomputed instead of kept alive).
+type LinearState = (NodeId, NodeId);
 
 fn transpose2(t: CT) -> CT {
     Cuda::float_transpose(t)
@@ -644,9 +657,10 @@ fn grad_b(grad: CT) -> CT {
 impl Backward<Cuda, 2> for LinearBackward {
     type State = LinearState;
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (x, w) = ops.state;
+        let (x, w): (CT, CT) = (checkpointer.retrieve_node_output(x), checkpointer.retrieve_node_output(w));
         let [px, pw] = ops.parents;
         if let Some(node) = pw {
             grads.register::<Cuda>(node.id, grad_w(x, grad.clone()));
@@ -660,9 +674,10 @@ impl Backward<Cuda, 2> for LinearBackward {
 impl Backward<Cuda, 3> for LinearBiasBackward {
     type State = LinearState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (x, w) = ops.state;
+        let (x, w): (CT, CT) = (checkpointer.retrieve_node_output(x), checkpointer.retrieve_node_output(w));
         let [px, pw, pb] = ops.parents;
         if let Some(node) = pb {
             grads.register::<Cuda>(node.id, grad_b(grad.clone()));
@@ -694,9 +709,10 @@ fn bmm_or_matmul(a: CT, b: CT) -> CT {
 impl Backward<Cuda, 2> for BmmBackward {
     type State = LinearState;
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (a, b) = ops.state;
+        let (a, b): (CT, CT) = (checkpointer.retrieve_node_output(a), checkpointer.retrieve_node_output(b));
         let [pa, pb] = ops.parents;
         if let Some(node) = pb {
             grads.register::<Cuda>(node.id, bmm_or_matmul(swap_last(a), grad.clone()));
@@ -709,14 +725,16 @@ impl Backward<Cuda, 2> for BmmBackward {
 
 fn autodiff_bmm<C: CheckpointStrategy>(a: AutodiffTensor, b: AutodiffTensor) -> Option<AutodiffTensor> {
     let y = bmm(a.primitive.clone(), b.primitive.clone())?;
-    let state = (a.primitive.clone(), b.primitive.clone());
     Some(
         match BmmBackward
             .prepare::<C>([a.node.clone(), b.node.clone()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&a), prep.checkpoint(&b));
+                prep.finish(state, y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         },
     )
@@ -732,14 +750,16 @@ fn autodiff_linear<C: CheckpointStrategy>(
         w.primitive.clone(),
         b.as_ref().map(|b| b.primitive.clone()),
     )?;
-    let state = (x.primitive.clone(), w.primitive.clone());
     Some(match b {
         None => match LinearBackward
             .prepare::<C>([x.node.clone(), w.node.clone()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w));
+                prep.finish(state, y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         },
         Some(b) => match LinearBiasBackward
@@ -747,7 +767,10 @@ fn autodiff_linear<C: CheckpointStrategy>(
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w));
+                prep.finish(state, y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         },
     })
