@@ -1,9 +1,24 @@
 //! Scaled dot-product attention with grouped key/value heads: the reference path every backend
 //! runs. Keys and values are never repeated per query head: the query heads of a group are folded
 //! into the query axis and multiplied against their shared key/value head.
+//!
+//! [`fused_attention`] is the fused route (issue 6): FlashAttention-2-style CUDA kernels on
+//! burn-cuda with the mask given as structure (causal + query offset, ragged key lengths), the
+//! reference elsewhere; [`attention_auto`] switches the models to it with `RESEARCH_ATTENTION=fused`.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
+
+#[cfg(feature = "cuda")]
+mod cuda;
+mod fused;
+#[cfg(feature = "nvrtc")]
+pub mod nvrtc;
+
+pub use fused::{
+    attention_auto, entries, fused_attention, fused_counts, fused_reference, fused_requested, key_end,
+    reference_forced, HEAD_DIMS,
+};
 
 /// Value added to the scores of masked keys. Finite (unlike `-inf`) so that a query row with every
 /// key masked (a padding row) gives finite garbage instead of NaN.

@@ -1,0 +1,935 @@
+//! The fused attention kernels on burn-cuda's buffers and stream.
+//!
+//! Same mechanics as `linear/cuda.rs` (read its module docs): the burn-cuda primitive is reached by
+//! `TypeId` downcast, device pointers come from `ComputeServer::get_resource` inside
+//! `DeviceHandle::submit_blocking` (ordered after burn's queued work), and the kernels are
+//! enqueued with `cuLaunchKernel` on the server's own `CUstream` for this thread's stream slot,
+//! found once from the server's `Debug` output. Outputs and scratch buffers are allocated by burn
+//! (`client.empty`); nothing synchronises the host.
+//!
+//! The kernels (`*.cu` beside this file) are compiled by NVRTC for the device's architecture on
+//! first use (`sm_90` on Hopper), loaded once per device, and looked up by name:
+//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries: `attn_fwd_mma_*`
+//!   (tensor-core FlashAttention-2);
+//! - forward otherwise (f32, head dim 32, decode): `attn_fwd_simple_*`, split over the keys when
+//!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
+//! - backward (autodiff): `attn_bwd_pre_*`, `attn_bwd_dkdv_*` (dK/dV reduced over the GQA group),
+//!   `attn_bwd_dq_*`, from the forward's saved log-sum-exp.
+//!
+//! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward (for comparisons).
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::tensor::backend::{Backend, BackendTypes};
+use burn::tensor::ops::IntTensorOps;
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
+use burn_cubecl::cubecl::cuda::CudaRuntime;
+use burn_cubecl::cubecl::device::Device;
+use burn_cubecl::cubecl::device_handle::DeviceHandle;
+use burn_cubecl::cubecl::server::{ComputeServer, Handle};
+use burn_cubecl::cubecl::stream_id::StreamId;
+use burn_cubecl::cubecl::Runtime;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeBackend;
+use cudarc::driver::sys as cu;
+
+use super::AttentionBias;
+use crate::linear::cuda::{parse_sys, pool_entries};
+
+type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
+type CT = CubeTensor<CudaRuntime>;
+type AutodiffTensor = <Autodiff<Cuda> as BackendTypes>::FloatTensorPrimitive;
+type Server = <CudaRuntime as Runtime>::Server;
+type DevKey = (u16, u32);
+
+/// Fused attention kernels enqueued, and calls that fell back to the reference after trying.
+pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+const SIMPLE_ROWS: usize = 16;
+const SIMPLE_KT: usize = 32;
+const MMA_BM: usize = 64;
+const BWD_KT: usize = 32;
+const BWD_QB: usize = 32;
+/// Blocks wanted in flight before the forward splits the keys (about two waves on an H100).
+const TARGET_BLOCKS: usize = 264;
+
+/// Mirrors `struct Params` in `common.cuh` field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+struct KernelParams {
+    q: u64,
+    k: u64,
+    v: u64,
+    o: u64,
+    lse: u64,
+    bias: u64,
+    kv_len: u64,
+    part_o: u64,
+    part_ml: u64,
+    dout: u64,
+    delta: u64,
+    dq: u64,
+    dk: u64,
+    dv: u64,
+    b: i64,
+    h: i64,
+    kvh: i64,
+    t: i64,
+    s: i64,
+    q_sb: i64,
+    q_sh: i64,
+    q_st: i64,
+    k_sb: i64,
+    k_sh: i64,
+    k_ss: i64,
+    v_sb: i64,
+    v_sh: i64,
+    v_ss: i64,
+    o_sb: i64,
+    o_sh: i64,
+    o_st: i64,
+    do_sb: i64,
+    do_sh: i64,
+    do_st: i64,
+    bias_sb: i64,
+    bias_st: i64,
+    bias_ss: i64,
+    causal: i64,
+    q_offset: i64,
+    splits: i64,
+    split_len: i64,
+    scale: f32,
+    pad: f32,
+}
+
+/// Why the fused route was not taken.
+enum Fail {
+    /// The problem is outside what the kernels handle (silently takes the reference path).
+    Unsupported,
+    /// Something failed after trying (counted and warned once per reason).
+    Error(String),
+}
+
+fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(t) => Ok(t.take().expect("slot is full")),
+        None => Err(slot.expect("slot is full")),
+    }
+}
+
+fn float_prim<B: Backend, const D: usize>(t: &Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.clone().into_primitive().tensor()
+}
+
+fn warn_once(reason: &str) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.iter().any(|s| s == reason) {
+        tracing::warn!("fused attention fell back to the reference path: {reason}");
+        seen.push(reason.to_string());
+    }
+}
+
+fn dtype_name(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 => Some("f32"),
+        DType::BF16 => Some("bf16"),
+        DType::F16 => Some("f16"),
+        _ => None,
+    }
+}
+
+fn simple_forced() -> bool {
+    std::env::var("RESEARCH_ATTENTION_KERNEL").is_ok_and(|v| v == "simple")
+}
+
+/// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
+pub(crate) fn try_fused<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    causal: bool,
+    q_offset: usize,
+    kv_lens: Option<&[usize]>,
+    bias: Option<&AttentionBias<B>>,
+) -> Option<Tensor<B, 4>> {
+    let id = TypeId::of::<B>();
+    let plain = id == TypeId::of::<Cuda>();
+    let ad_none = id == TypeId::of::<Autodiff<Cuda, NoCheckpointing>>();
+    let ad_bal = id == TypeId::of::<Autodiff<Cuda, BalancedCheckpointing>>();
+    if !(plain || ad_none || ad_bal) {
+        return None;
+    }
+    let (qp, kp, vp) = (float_prim(q), float_prim(k), float_prim(v));
+    let bp = bias.map(|b| float_prim(&b.bias));
+    let mask = Mask { causal, q_offset };
+    let result = if plain {
+        let (qc, kc, vc) = (
+            cast::<_, CT>(qp).ok()?,
+            cast::<_, CT>(kp).ok()?,
+            cast::<_, CT>(vp).ok()?,
+        );
+        let bc = match bp {
+            Some(b) => Some(cast::<_, CT>(b).ok()?),
+            None => None,
+        };
+        let lens = upload_lens(kv_lens, &qc)?;
+        forward(&qc, &kc, &vc, bc.as_ref(), lens.as_ref(), mask, false)
+            .map(|(o, _)| cast::<_, B::FloatTensorPrimitive>(o).ok())
+    } else {
+        type AT = AutodiffTensor;
+        let (qa, ka, va) = (
+            cast::<_, AT>(qp).ok()?,
+            cast::<_, AT>(kp).ok()?,
+            cast::<_, AT>(vp).ok()?,
+        );
+        let bc = match bp {
+            Some(b) => Some(cast::<_, AT>(b).ok()?.primitive),
+            None => None,
+        };
+        let lens = upload_lens(kv_lens, &qa.primitive)?;
+        let out = if ad_none {
+            autodiff_forward::<NoCheckpointing>(qa, ka, va, bc, lens, mask)
+        } else {
+            autodiff_forward::<BalancedCheckpointing>(qa, ka, va, bc, lens, mask)
+        };
+        out.map(|o| cast::<_, B::FloatTensorPrimitive>(o).ok())
+    };
+    match result {
+        Ok(Some(o)) => Some(Tensor::from_primitive(TensorPrimitive::Float(o))),
+        Ok(None) | Err(Fail::Unsupported) => None,
+        Err(Fail::Error(reason)) => {
+            warn_once(&reason);
+            None
+        }
+    }
+}
+
+/// Per-sequence key lengths as an i32 device tensor (`Some(None)` without lengths; `None` when a
+/// length does not fit i32).
+fn upload_lens(kv_lens: Option<&[usize]>, like: &CT) -> Option<Option<CT>> {
+    let Some(lens) = kv_lens else {
+        return Some(None);
+    };
+    let values: Vec<i32> = lens.iter().map(|&l| i32::try_from(l).ok()).collect::<Option<_>>()?;
+    let n = values.len();
+    Some(Some(Cuda::int_from_data(TensorData::new(values, [n]), &like.device)))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mask {
+    causal: bool,
+    q_offset: usize,
+}
+
+/// Shapes and strides of one problem, validated.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    b: usize,
+    h: usize,
+    kvh: usize,
+    t: usize,
+    s: usize,
+    d: usize,
+    dtype: DType,
+}
+
+fn dims4(x: &CT) -> Option<([usize; 4], [usize; 4])> {
+    let shape: [usize; 4] = x.meta.shape().to_vec().try_into().ok()?;
+    let strides: [usize; 4] = x.meta.strides().to_vec().try_into().ok()?;
+    Some((shape, strides))
+}
+
+fn geometry(q: &CT, k: &CT, v: &CT) -> Result<Geometry, Fail> {
+    let dtype = q.dtype;
+    if dtype_name(dtype).is_none() || k.dtype != dtype || v.dtype != dtype {
+        return Err(Fail::Unsupported);
+    }
+    if q.qparams.is_some() || k.qparams.is_some() || v.qparams.is_some() {
+        return Err(Fail::Unsupported);
+    }
+    let ((qs, qst), (ks, kst), (vs, vst)) = match (dims4(q), dims4(k), dims4(v)) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => return Err(Fail::Unsupported),
+    };
+    let [b, h, t, d] = qs;
+    let [kb, kvh, s, kd] = ks;
+    if kb != b || kd != d || vs != ks || kvh == 0 || h % kvh != 0 {
+        return Err(Fail::Unsupported);
+    }
+    if b == 0 || h == 0 || t == 0 || s == 0 || !super::HEAD_DIMS.contains(&d) {
+        return Err(Fail::Unsupported);
+    }
+    if qst[3] != 1 || kst[3] != 1 || vst[3] != 1 {
+        return Err(Fail::Unsupported);
+    }
+    Ok(Geometry {
+        b,
+        h,
+        kvh,
+        t,
+        s,
+        d,
+        dtype,
+    })
+}
+
+/// Base parameters: shapes, input strides, mask, scale (pointers are filled on the device thread).
+fn base_params(g: &Geometry, q: &CT, k: &CT, v: &CT, bias: Option<&CT>, mask: Mask) -> Result<KernelParams, Fail> {
+    let st = |x: &CT| -> [i64; 4] {
+        let s = x.meta.strides();
+        [s[0] as i64, s[1] as i64, s[2] as i64, s[3] as i64]
+    };
+    let (qs, ks, vs) = (st(q), st(k), st(v));
+    let mut p = KernelParams {
+        b: g.b as i64,
+        h: g.h as i64,
+        kvh: g.kvh as i64,
+        t: g.t as i64,
+        s: g.s as i64,
+        q_sb: qs[0],
+        q_sh: qs[1],
+        q_st: qs[2],
+        k_sb: ks[0],
+        k_sh: ks[1],
+        k_ss: ks[2],
+        v_sb: vs[0],
+        v_sh: vs[1],
+        v_ss: vs[2],
+        o_sb: (g.h * g.t * g.d) as i64,
+        o_sh: (g.t * g.d) as i64,
+        o_st: g.d as i64,
+        causal: i64::from(mask.causal),
+        q_offset: mask.q_offset as i64,
+        splits: 1,
+        split_len: g.s.div_ceil(SIMPLE_KT) as i64 * SIMPLE_KT as i64,
+        scale: 1.0 / (g.d as f32).sqrt(),
+        ..Default::default()
+    };
+    if let Some(bias) = bias {
+        let (shape, strides) = dims4(bias).ok_or(Fail::Unsupported)?;
+        let [bb, one, bt, bs] = shape;
+        if bias.dtype != DType::F32 || one != 1 || !(bb == 1 || bb == g.b) || !(bt == 1 || bt == g.t) || bs != g.s {
+            return Err(Fail::Unsupported);
+        }
+        p.bias_sb = if bb == 1 { 0 } else { strides[0] as i64 };
+        p.bias_st = if bt == 1 { 0 } else { strides[2] as i64 };
+        p.bias_ss = if bs == 1 { 0 } else { strides[3] as i64 };
+    }
+    Ok(p)
+}
+
+/// Buffers of one device call, resolved to pointers on the device thread.
+#[derive(Default)]
+struct Buffers {
+    q: Option<Handle>,
+    k: Option<Handle>,
+    v: Option<Handle>,
+    o: Option<Handle>,
+    lse: Option<Handle>,
+    bias: Option<Handle>,
+    kv_len: Option<Handle>,
+    part_o: Option<Handle>,
+    part_ml: Option<Handle>,
+    dout: Option<Handle>,
+    delta: Option<Handle>,
+    dq: Option<Handle>,
+    dk: Option<Handle>,
+    dv: Option<Handle>,
+}
+
+/// One kernel launch: entry point, grid, dynamic shared memory.
+#[derive(Clone, Debug)]
+struct Launch {
+    module: &'static str,
+    entry: String,
+    grid: (u32, u32, u32),
+    smem: u32,
+}
+
+/// What a device call does once pointers are known.
+enum Work {
+    /// Forward: tensor-core kernel when asked and the pointers are 16-byte aligned, else the
+    /// scalar kernel (`simple`, with its split count). `preload_bwd` also loads the backward
+    /// module so that a compile failure shows now, while the reference path can still run.
+    Forward {
+        mma: Option<Launch>,
+        simple: Vec<Launch>,
+        preload_bwd: Vec<Launch>,
+    },
+    /// A fixed sequence of launches.
+    Fixed(Vec<Launch>),
+}
+
+struct Job {
+    params: KernelParams,
+    buffers: Buffers,
+    work: Work,
+}
+
+fn grid(x: usize, y: usize, z: usize) -> Result<(u32, u32, u32), Fail> {
+    let ok = |v: usize, max: usize| if v <= max { Ok(v as u32) } else { Err(Fail::Unsupported) };
+    Ok((ok(x, i32::MAX as usize)?, ok(y, 65_535)?, ok(z, 65_535)?))
+}
+
+fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
+    let dt = dtype_name(g.dtype).ok_or(Fail::Unsupported)?;
+    let d = g.d;
+    let groups = g.h / g.kvh;
+    let dkdv_smem = ((2 * BWD_KT * (d + 1) + 2 * BWD_QB * (d + 1) + 2 * BWD_QB * (BWD_KT + 1) + 2 * BWD_QB) * 4
+        + BWD_QB * 8) as u32;
+    let dq_smem = ((2 * BWD_KT * (d + 1) + 2 * SIMPLE_ROWS * d) * 4) as u32;
+    Ok(vec![
+        Launch {
+            module: "bwd",
+            entry: format!("attn_bwd_pre_{dt}_d{d}"),
+            grid: grid((g.b * g.h * g.t).div_ceil(4), 1, 1)?,
+            smem: 0,
+        },
+        Launch {
+            module: "bwd",
+            entry: format!("attn_bwd_dkdv_{dt}_d{d}"),
+            grid: grid(g.s.div_ceil(BWD_KT), g.kvh, g.b)?,
+            smem: dkdv_smem,
+        },
+        Launch {
+            module: "bwd",
+            entry: format!("attn_bwd_dq_{dt}_d{d}"),
+            grid: grid((groups * g.t).div_ceil(SIMPLE_ROWS), 1, g.b * g.kvh)?,
+            smem: dq_smem,
+        },
+    ])
+}
+
+/// The forward on burn-cuda primitives: `(O [b, h, t, d], lse [b, h, t] f32)`.
+fn forward(
+    q: &CT,
+    k: &CT,
+    v: &CT,
+    bias: Option<&CT>,
+    kv_len: Option<&CT>,
+    mask: Mask,
+    preload_bwd: bool,
+) -> Result<(CT, CT), Fail> {
+    let g = geometry(q, k, v)?;
+    if let Some(l) = kv_len {
+        if l.dtype != DType::I32 || l.meta.shape().to_vec() != vec![g.b] {
+            return Err(Fail::Unsupported);
+        }
+    }
+    let mut p = base_params(&g, q, k, v, bias, mask)?;
+    let dt = dtype_name(g.dtype).ok_or(Fail::Unsupported)?;
+    let d = g.d;
+    let groups = g.h / g.kvh;
+    let elem = g.dtype.size();
+    let client = &q.client;
+    let o = client.empty(g.b * g.h * g.t * d * elem);
+    let lse = client.empty(g.b * g.h * g.t * 4);
+
+    let strides_ok = [p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss]
+        .iter()
+        .all(|s| s % 8 == 0);
+    let mma = (g.dtype != DType::F32 && (d == 64 || d == 128) && g.t >= 16 && strides_ok && !simple_forced())
+        .then(|| -> Result<Launch, Fail> {
+            Ok(Launch {
+                module: "fwd_mma",
+                entry: format!("attn_fwd_mma_{dt}_d{d}"),
+                grid: grid(g.t.div_ceil(MMA_BM), g.h, g.b)?,
+                smem: 0,
+            })
+        })
+        .transpose()?;
+
+    // The scalar kernel: split the keys when the grid alone would leave the GPU idle (decode).
+    let row_blocks = (groups * g.t).div_ceil(SIMPLE_ROWS);
+    let base_blocks = g.b * g.kvh * row_blocks;
+    let mut splits = if mma.is_some() {
+        1
+    } else {
+        TARGET_BLOCKS.div_ceil(base_blocks).clamp(1, g.s.div_ceil(SIMPLE_KT))
+    };
+    let split_len = g.s.div_ceil(splits).div_ceil(SIMPLE_KT) * SIMPLE_KT;
+    splits = g.s.div_ceil(split_len);
+    let mut simple = vec![Launch {
+        module: "fwd_simple",
+        entry: format!("attn_fwd_simple_{dt}_d{d}"),
+        grid: grid(splits, row_blocks, g.b * g.kvh)?,
+        smem: 0,
+    }];
+    let mut buffers = Buffers {
+        q: Some(q.handle.clone()),
+        k: Some(k.handle.clone()),
+        v: Some(v.handle.clone()),
+        o: Some(o.clone()),
+        lse: Some(lse.clone()),
+        bias: bias.map(|b| b.handle.clone()),
+        kv_len: kv_len.map(|l| l.handle.clone()),
+        ..Default::default()
+    };
+    if splits > 1 {
+        let rows = g.b * g.h * g.t;
+        buffers.part_o = Some(client.empty(splits * rows * d * 4));
+        buffers.part_ml = Some(client.empty(splits * rows * 2 * 4));
+        simple.push(Launch {
+            module: "fwd_simple",
+            entry: format!("attn_fwd_combine_{dt}_d{d}"),
+            grid: grid(rows.div_ceil(4), 1, 1)?,
+            smem: 0,
+        });
+    }
+    p.splits = splits as i64;
+    p.split_len = split_len as i64;
+    let preload_bwd = if preload_bwd { bwd_launches(&g)? } else { Vec::new() };
+    let job = Job {
+        params: p,
+        buffers,
+        work: Work::Forward {
+            mma,
+            simple,
+            preload_bwd,
+        },
+    };
+    submit(q, job)?;
+    let out = CT::new_contiguous(
+        q.client.clone(),
+        q.device.clone(),
+        Shape::from(vec![g.b, g.h, g.t, d]),
+        o,
+        g.dtype,
+    );
+    let lse = CT::new_contiguous(
+        q.client.clone(),
+        q.device.clone(),
+        Shape::from(vec![g.b, g.h, g.t]),
+        lse,
+        DType::F32,
+    );
+    Ok((out, lse))
+}
+
+/// The backward on burn-cuda primitives: `(dQ, dK, dV)`, contiguous, in the input dtype.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    q: &CT,
+    k: &CT,
+    v: &CT,
+    o: &CT,
+    lse: &CT,
+    bias: Option<&CT>,
+    kv_len: Option<&CT>,
+    mask: Mask,
+    dout: CT,
+) -> Result<(CT, CT, CT), Fail> {
+    let g = geometry(q, k, v)?;
+    let dout = if dout.dtype != g.dtype {
+        return Err(Fail::Error(format!(
+            "dO dtype {:?} differs from {:?}",
+            dout.dtype, g.dtype
+        )));
+    } else if dout.meta.strides().last() != Some(&1) {
+        burn_cubecl::kernel::into_contiguous(dout)
+    } else {
+        dout
+    };
+    let (_, ds) = dims4(&dout).ok_or(Fail::Unsupported)?;
+    let mut p = base_params(&g, q, k, v, bias, mask)?;
+    p.do_sb = ds[0] as i64;
+    p.do_sh = ds[1] as i64;
+    p.do_st = ds[2] as i64;
+    let elem = g.dtype.size();
+    let client = &q.client;
+    let delta = client.empty(g.b * g.h * g.t * 4);
+    let dq = client.empty(g.b * g.h * g.t * g.d * elem);
+    let dk = client.empty(g.b * g.kvh * g.s * g.d * elem);
+    let dv = client.empty(g.b * g.kvh * g.s * g.d * elem);
+    let buffers = Buffers {
+        q: Some(q.handle.clone()),
+        k: Some(k.handle.clone()),
+        v: Some(v.handle.clone()),
+        o: Some(o.handle.clone()),
+        lse: Some(lse.handle.clone()),
+        bias: bias.map(|b| b.handle.clone()),
+        kv_len: kv_len.map(|l| l.handle.clone()),
+        dout: Some(dout.handle.clone()),
+        delta: Some(delta),
+        dq: Some(dq.clone()),
+        dk: Some(dk.clone()),
+        dv: Some(dv.clone()),
+        ..Default::default()
+    };
+    let job = Job {
+        params: p,
+        buffers,
+        work: Work::Fixed(bwd_launches(&g)?),
+    };
+    submit(q, job)?;
+    let make = |h: Handle, shape: Vec<usize>| {
+        CT::new_contiguous(q.client.clone(), q.device.clone(), Shape::from(shape), h, g.dtype)
+    };
+    Ok((
+        make(dq, vec![g.b, g.h, g.t, g.d]),
+        make(dk, vec![g.b, g.kvh, g.s, g.d]),
+        make(dv, vec![g.b, g.kvh, g.s, g.d]),
+    ))
+}
+
+fn submit(like: &CT, job: Job) -> Result<(), Fail> {
+    let device_id = like.device.to_id();
+    let key: DevKey = (device_id.type_id, device_id.index_id as u32);
+    let device = DeviceHandle::<Server>::new(device_id);
+    match device.submit_blocking(move |server| job.run(server, key)) {
+        Ok(Ok(n)) => {
+            LAUNCHED.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Err(reason)) => Err(Fail::Error(reason)),
+        Err(err) => Err(Fail::Error(format!("device call failed: {err:?}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device side: modules, functions, stream, launches.
+
+#[derive(Default)]
+struct KState {
+    streams: HashMap<(DevKey, u64), usize>,
+    /// `(major, minor)` compute capability per device.
+    arch: HashMap<DevKey, (i32, i32)>,
+    modules: HashMap<(DevKey, &'static str), Result<usize, String>>,
+    functions: HashMap<(DevKey, String), usize>,
+}
+
+// SAFETY: the raw CUDA handles are only used under the mutex, from cubecl's device calls, with
+// the device's context current.
+unsafe impl Send for KState {}
+
+fn state() -> &'static Mutex<KState> {
+    static STATE: OnceLock<Mutex<KState>> = OnceLock::new();
+    STATE.get_or_init(|| Mutex::new(KState::default()))
+}
+
+fn check(what: &str, r: cu::CUresult) -> Result<(), String> {
+    if r == cu::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("{what}: {r:?}"))
+    }
+}
+
+impl KState {
+    fn arch(&mut self, device: DevKey) -> Result<(i32, i32), String> {
+        if let Some(&a) = self.arch.get(&device) {
+            return Ok(a);
+        }
+        let mut dev: cu::CUdevice = 0;
+        let (mut major, mut minor) = (0i32, 0i32);
+        // SAFETY: plain queries of the current context's device.
+        unsafe {
+            check("cuCtxGetDevice", cu::cuCtxGetDevice(&mut dev))?;
+            check(
+                "compute capability",
+                cu::cuDeviceGetAttribute(
+                    &mut major,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    dev,
+                ),
+            )?;
+            check(
+                "compute capability",
+                cu::cuDeviceGetAttribute(
+                    &mut minor,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    dev,
+                ),
+            )?;
+        }
+        self.arch.insert(device, (major, minor));
+        Ok((major, minor))
+    }
+
+    fn module(&mut self, device: DevKey, name: &'static str) -> Result<usize, String> {
+        if let Some(m) = self.modules.get(&(device, name)) {
+            return m.clone();
+        }
+        let (major, minor) = self.arch(device)?;
+        let loaded = if major < 8 {
+            Err(format!(
+                "compute capability {major}.{minor} < 8.0 (mma.sync bf16, cp.async)"
+            ))
+        } else {
+            super::nvrtc::ptx(name, &format!("sm_{major}{minor}")).and_then(|ptx| {
+                let image = CString::new(ptx).map_err(|e| format!("PTX with NUL: {e}"))?;
+                let mut module: cu::CUmodule = std::ptr::null_mut();
+                // SAFETY: a NUL-terminated PTX image; the module is kept for the process.
+                unsafe {
+                    check(
+                        "cuModuleLoadData",
+                        cu::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void),
+                    )?;
+                }
+                Ok(module as usize)
+            })
+        };
+        self.modules.insert((device, name), loaded.clone());
+        loaded
+    }
+
+    fn function(&mut self, device: DevKey, launch: &Launch) -> Result<usize, String> {
+        if let Some(&f) = self.functions.get(&(device, launch.entry.clone())) {
+            return Ok(f);
+        }
+        let module = self.module(device, launch.module)? as cu::CUmodule;
+        let name = CString::new(launch.entry.as_str()).map_err(|e| e.to_string())?;
+        let mut f: cu::CUfunction = std::ptr::null_mut();
+        // SAFETY: a loaded module and a NUL-terminated name.
+        unsafe {
+            check(
+                &format!("cuModuleGetFunction({})", launch.entry),
+                cu::cuModuleGetFunction(&mut f, module, name.as_ptr()),
+            )?;
+            if launch.smem > 48 * 1024 {
+                check(
+                    "dynamic shared memory limit",
+                    cu::cuFuncSetAttribute(
+                        f,
+                        cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        launch.smem as i32,
+                    ),
+                )?;
+            }
+        }
+        self.functions.insert((device, launch.entry.clone()), f as usize);
+        Ok(f as usize)
+    }
+
+    fn stream(&mut self, server: &Server, device: DevKey, stream_id: StreamId) -> Result<usize, String> {
+        if let Some(&s) = self.streams.get(&(device, stream_id.value)) {
+            return Ok(s);
+        }
+        let text = format!("{server:?}");
+        let entries = pool_entries(&text).ok_or("stream pool not found in the CudaServer debug output")?;
+        if entries.len() < 2 {
+            return Err(format!("stream pool has {} entries", entries.len()));
+        }
+        let max_streams = entries.len() - 1; // one special (gc) stream follows the regular ones
+        let index = (stream_id.value % max_streams as u64) as usize;
+        let ptr = parse_sys(entries[index]).ok_or_else(|| format!("stream slot {index} holds no stream"))?;
+        // SAFETY: querying a stream handle is harmless; a bogus handle returns an error code.
+        let status = unsafe { cu::cuStreamQuery(ptr as cu::CUstream) };
+        if !matches!(status, cu::CUresult::CUDA_SUCCESS | cu::CUresult::CUDA_ERROR_NOT_READY) {
+            return Err(format!("stream {ptr:#x} failed cuStreamQuery: {status:?}"));
+        }
+        self.streams.insert((device, stream_id.value), ptr);
+        Ok(ptr)
+    }
+}
+
+impl Job {
+    /// Resolves the buffers, picks the kernels and enqueues them; returns how many were launched.
+    fn run(self, server: &mut Server, device: DevKey) -> Result<u64, String> {
+        let stream_id = StreamId::current();
+        let mut p = self.params;
+        let b = self.buffers;
+        let mut held = Vec::new();
+        let mut resolve = |server: &mut Server, h: Option<Handle>| -> Result<u64, String> {
+            match h {
+                None => Ok(0),
+                Some(h) => {
+                    let r = server
+                        .get_resource(h.binding(), stream_id)
+                        .map_err(|e| format!("get_resource: {e:?}"))?;
+                    let ptr = r.resource().ptr;
+                    held.push(r);
+                    Ok(ptr)
+                }
+            }
+        };
+        p.q = resolve(server, b.q)?;
+        p.k = resolve(server, b.k)?;
+        p.v = resolve(server, b.v)?;
+        p.o = resolve(server, b.o)?;
+        p.lse = resolve(server, b.lse)?;
+        p.bias = resolve(server, b.bias)?;
+        p.kv_len = resolve(server, b.kv_len)?;
+        p.part_o = resolve(server, b.part_o)?;
+        p.part_ml = resolve(server, b.part_ml)?;
+        p.dout = resolve(server, b.dout)?;
+        p.delta = resolve(server, b.delta)?;
+        p.dq = resolve(server, b.dq)?;
+        p.dk = resolve(server, b.dk)?;
+        p.dv = resolve(server, b.dv)?;
+
+        let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
+        let stream = st.stream(server, device, stream_id)?;
+        let launches = match self.work {
+            Work::Fixed(l) => l,
+            Work::Forward {
+                mma,
+                simple,
+                preload_bwd,
+            } => {
+                for l in &preload_bwd {
+                    st.function(device, l)?;
+                }
+                let aligned = [p.q, p.k, p.v, p.o].iter().all(|ptr| ptr % 16 == 0);
+                match mma {
+                    Some(m) if aligned => vec![m],
+                    _ => {
+                        if simple.len() == 1 {
+                            p.splits = 1;
+                        }
+                        simple
+                    }
+                }
+            }
+        };
+        for l in &launches {
+            let f = st.function(device, l)?;
+            let mut params = p;
+            let mut args = [&mut params as *mut KernelParams as *mut c_void];
+            // SAFETY: the function takes one `Params` by value, mirrored by `KernelParams`; every
+            // pointer in it is a live burn buffer held in `held` until after the enqueue (burn's
+            // stream ordering keeps it alive for the kernel); the stream is the server's.
+            unsafe {
+                check(
+                    &format!("cuLaunchKernel({})", l.entry),
+                    cu::cuLaunchKernel(
+                        f as cu::CUfunction,
+                        l.grid.0,
+                        l.grid.1,
+                        l.grid.2,
+                        128,
+                        1,
+                        1,
+                        l.smem,
+                        stream as cu::CUstream,
+                        args.as_mut_ptr(),
+                        std::ptr::null_mut(),
+                    ),
+                )?;
+            }
+        }
+        drop(held);
+        Ok(launches.len() as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff: forward through the kernels (saving O and the log-sum-exp), backward through the
+// backward kernels.
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+#[derive(Clone, Debug)]
+struct AttentionState {
+    q: NodeId,
+    k: NodeId,
+    v: NodeId,
+    o: CT,
+    lse: CT,
+    bias: Option<CT>,
+    kv_len: Option<CT>,
+    causal: bool,
+    q_offset: usize,
+}
+
+impl Backward<Cuda, 3> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Cuda>(&ops.node);
+        let st = ops.state;
+        let q: CT = checkpointer.retrieve_node_output(st.q);
+        let k: CT = checkpointer.retrieve_node_output(st.k);
+        let v: CT = checkpointer.retrieve_node_output(st.v);
+        let mask = Mask {
+            causal: st.causal,
+            q_offset: st.q_offset,
+        };
+        let (dq, dk, dv) = match backward(
+            &q,
+            &k,
+            &v,
+            &st.o,
+            &st.lse,
+            st.bias.as_ref(),
+            st.kv_len.as_ref(),
+            mask,
+            grad,
+        ) {
+            Ok(g) => g,
+            // The forward ran these very shapes and loaded the backward module, so this is a
+            // device failure; there is no reference to fall back to inside the graph.
+            Err(Fail::Unsupported) => panic!("fused attention backward: unsupported problem after a fused forward"),
+            Err(Fail::Error(e)) => panic!("fused attention backward failed: {e}"),
+        };
+        let [pq, pk, pv] = ops.parents;
+        if let Some(node) = pq {
+            grads.register::<Cuda>(node.id, dq);
+        }
+        if let Some(node) = pk {
+            grads.register::<Cuda>(node.id, dk);
+        }
+        if let Some(node) = pv {
+            grads.register::<Cuda>(node.id, dv);
+        }
+    }
+}
+
+fn autodiff_forward<C: CheckpointStrategy>(
+    q: AutodiffTensor,
+    k: AutodiffTensor,
+    v: AutodiffTensor,
+    bias: Option<CT>,
+    kv_len: Option<CT>,
+    mask: Mask,
+) -> Result<AutodiffTensor, Fail> {
+    // Under autodiff the backward module is loaded up front (a compile failure then takes the
+    // reference path for the whole op instead of failing inside the backward pass).
+    let (o, lse) = forward(
+        &q.primitive,
+        &k.primitive,
+        &v.primitive,
+        bias.as_ref(),
+        kv_len.as_ref(),
+        mask,
+        true,
+    )?;
+    Ok(
+        match AttentionBackward
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = AttentionState {
+                    q: prep.checkpoint(&q),
+                    k: prep.checkpoint(&k),
+                    v: prep.checkpoint(&v),
+                    o: o.clone(),
+                    lse,
+                    bias,
+                    kv_len,
+                    causal: mask.causal,
+                    q_offset: mask.q_offset,
+                };
+                prep.finish(state, o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(o),
+        },
+    )
+}

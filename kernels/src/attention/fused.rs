@@ -1,0 +1,301 @@
+//! The fused attention entry point: tensor-core CUDA kernels on burn-cuda, the reference path
+//! elsewhere.
+//!
+//! [`fused_attention`] takes the mask as structure (causal with a query offset, per-sequence key
+//! lengths) plus an optional additive bias, so the kernels never read a materialised causal mask.
+//! On burn-cuda (and burn-cuda under autodiff, with a backward) it runs the kernels of
+//! `kernels/src/attention/*.cu` (compiled at run time by NVRTC) on burn's buffers and stream;
+//! on every other backend, for unsupported shapes/dtypes, or with `RESEARCH_ATTENTION=reference`,
+//! it builds the equivalent bias and calls [`attention`](super::attention).
+//!
+//! [`attention_auto`] has the reference signature and routes to the fused path only when
+//! `RESEARCH_ATTENTION=fused`: the models call it, so the switch is one environment variable.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::{attention, AttentionBias, MASKED};
+
+/// Whether `RESEARCH_ATTENTION=reference` forces the reference path.
+pub fn reference_forced() -> bool {
+    std::env::var("RESEARCH_ATTENTION").is_ok_and(|v| v == "reference")
+}
+
+/// Whether `RESEARCH_ATTENTION=fused` asks the models to use [`fused_attention`].
+pub fn fused_requested() -> bool {
+    std::env::var("RESEARCH_ATTENTION").is_ok_and(|v| v == "fused")
+}
+
+/// Exclusive end of the keys query `t` (of `queries`) may see in a sequence with `seq_keys`
+/// visible keys: all of them without `causal`; with `causal`, keys `0..=offset + t` where the
+/// offset is `q_offset`, or `seq_keys - queries` when per-sequence key lengths are given (the
+/// queries are then the last positions of each sequence). Clamped to `0..=seq_keys`.
+pub fn key_end(seq_keys: usize, t: usize, queries: usize, causal: bool, q_offset: usize, ragged: bool) -> usize {
+    if !causal {
+        return seq_keys;
+    }
+    let off = if ragged {
+        seq_keys as i64 - queries as i64
+    } else {
+        q_offset as i64
+    };
+    (off + t as i64 + 1).clamp(0, seq_keys as i64) as usize
+}
+
+/// `softmax(q kᵀ / sqrt(d) + mask) v` with GQA, the mask given as structure:
+///
+/// - `q`: `[batch, heads, queries, d]`; `k`, `v`: `[batch, kv_heads, keys, d]` (any strides; query
+///   head `h` uses kv head `h / (heads / kv_heads)`, K/V never repeated).
+/// - `causal`: query `t` sees keys `0..=q_offset + t` (chunked prefill against a cache: the queries
+///   are keys `q_offset..q_offset + queries`).
+/// - `kv_lens`: per-sequence visible keys (ragged decode); with `causal` the queries are the last
+///   `queries` positions of each sequence (`q_offset` is then ignored).
+/// - `bias`: an extra additive f32 bias `[batch|1, 1, queries|1, keys]`, as the reference takes.
+///
+/// Returns `[batch, heads, queries, d]`. Rows that see no key at all are 0 on the fused path
+/// (the reference path's finite mask gives the mean of `v` there); such rows are padding.
+pub fn fused_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal: bool,
+    q_offset: usize,
+    kv_lens: Option<&[usize]>,
+    bias: Option<&AttentionBias<B>>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cuda")]
+    if !reference_forced() {
+        if let Some(o) = super::cuda::try_fused(&q, &k, &v, causal, q_offset, kv_lens, bias) {
+            return o;
+        }
+    }
+    fused_reference(q, k, v, causal, q_offset, kv_lens, bias)
+}
+
+/// The reference path of [`fused_attention`]: the structural mask as a [`MASKED`] bias (plus
+/// `bias`), then [`attention`].
+pub fn fused_reference<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal: bool,
+    q_offset: usize,
+    kv_lens: Option<&[usize]>,
+    bias: Option<&AttentionBias<B>>,
+) -> Tensor<B, 4> {
+    let [b, _, t, _] = q.dims();
+    let s = k.dims()[2];
+    let device = q.device();
+    let structural = (causal || kv_lens.is_some()).then(|| {
+        let rows = if kv_lens.is_some() { b } else { 1 };
+        let mut values = vec![0.0f32; rows * t * s];
+        for bi in 0..rows {
+            let seq = kv_lens.map(|l| l[bi].min(s)).unwrap_or(s);
+            for ti in 0..t {
+                let end = key_end(seq, ti, t, causal, q_offset, kv_lens.is_some());
+                for j in end..s {
+                    values[(bi * t + ti) * s + j] = MASKED;
+                }
+            }
+        }
+        AttentionBias::<B>::from_host(&values, rows, t, s, &device)
+    });
+    let combined = match (structural, bias) {
+        (Some(m), Some(extra)) => AttentionBias {
+            bias: m.bias + extra.bias.clone(),
+        },
+        (Some(m), None) => m,
+        (None, Some(extra)) => extra.clone(),
+        (None, None) => AttentionBias::from_host(&vec![0.0; t * s], 1, t, s, &device),
+    };
+    attention(q, k, v, &combined)
+}
+
+/// [`attention`]'s signature: the fused kernels with `bias` as an additive bias when
+/// `RESEARCH_ATTENTION=fused`, else the reference path itself.
+pub fn attention_auto<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: &AttentionBias<B>,
+) -> Tensor<B, 4> {
+    if fused_requested() {
+        fused_attention(q, k, v, false, 0, None, Some(bias))
+    } else {
+        attention(q, k, v, bias)
+    }
+}
+
+/// `(launched, failed)`: fused attention kernels enqueued so far in this process, and attempts
+/// that fell back to the reference path after trying (a warning names each distinct reason).
+/// Always `(0, 0)` without the `cuda` feature.
+pub fn fused_counts() -> (u64, u64) {
+    #[cfg(feature = "cuda")]
+    {
+        use std::sync::atomic::Ordering;
+        (
+            super::cuda::LAUNCHED.load(Ordering::Relaxed),
+            super::cuda::FALLBACKS.load(Ordering::Relaxed),
+        )
+    }
+    #[cfg(not(feature = "cuda"))]
+    (0, 0)
+}
+
+/// Head dimensions the kernels are instantiated for.
+pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
+
+/// The kernel entry points module `name` exports (`attn_<kind>_<dtype>_d<D>`).
+pub fn entries(name: &str) -> Vec<String> {
+    let kinds: &[&str] = match name {
+        "fwd_simple" => &["fwd_simple", "fwd_combine"],
+        "fwd_mma" => &["fwd_mma"],
+        "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
+        _ => &[],
+    };
+    let mut out = Vec::new();
+    for kind in kinds {
+        for dt in ["f32", "bf16", "f16"] {
+            for d in HEAD_DIMS {
+                let mma = *kind == "fwd_mma";
+                if mma && (dt == "f32" || d == 32) {
+                    continue;
+                }
+                out.push(format!("attn_{kind}_{dt}_d{d}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn key_end_cases() {
+        // Chunked prefill: 3 queries at columns 4..7 of 7 keys.
+        assert_eq!(
+            (0..3).map(|t| key_end(7, t, 3, true, 4, false)).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
+        // Ragged decode: queries are the last positions of each sequence's own keys.
+        assert_eq!(key_end(9, 0, 1, true, 0, true), 9);
+        assert_eq!(key_end(9, 0, 2, true, 0, true), 8);
+        assert_eq!(key_end(5, 3, 2, false, 0, true), 5);
+        // An offset past the keys clamps; a negative start clamps to 0.
+        assert_eq!(key_end(4, 2, 3, true, 9, false), 4);
+        assert_eq!(key_end(1, 0, 3, true, 0, true), 0);
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+            })
+            .collect()
+    }
+
+    /// Hand-derived float64 attention of one (query row, head): softmax over visible keys.
+    #[allow(clippy::too_many_arguments)]
+    fn row_ref(q: &[f32], k: &[f32], v: &[f32], d: usize, visible: &[usize], qi: usize, kv0: usize) -> Vec<f64> {
+        let scale = 1.0 / (d as f64).sqrt();
+        let sc: Vec<f64> = visible
+            .iter()
+            .map(|&j| {
+                (0..d)
+                    .map(|x| q[qi + x] as f64 * k[kv0 + j * d + x] as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+        (0..d)
+            .map(|x| {
+                visible
+                    .iter()
+                    .zip(&sc)
+                    .map(|(&j, s)| (s - m).exp() / z * v[kv0 + j * d + x] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// The CPU path of `fused_attention` (reference route) against float64 with ragged lengths,
+    /// causal offsets and GQA.
+    #[test]
+    fn fused_reference_matches_f64() {
+        let dev = Default::default();
+        for &(b, h, kvh, t, s, d, causal, off, ragged) in &[
+            (2usize, 4usize, 2usize, 3usize, 7usize, 8usize, true, 4usize, false),
+            (3, 6, 3, 1, 9, 4, false, 0, true),
+            (3, 7, 1, 2, 9, 4, true, 0, true),
+            (1, 2, 2, 5, 5, 8, true, 0, false),
+        ] {
+            let (qv, kv, vv) = (
+                data(b * h * t * d, 1),
+                data(b * kvh * s * d, 2),
+                data(b * kvh * s * d, 3),
+            );
+            let lens: Vec<usize> = (0..b).map(|i| s - 2 * i).collect();
+            let tq = Tensor::<B, 4>::from_data(TensorData::new(qv.clone(), [b, h, t, d]), &dev);
+            let tk = Tensor::<B, 4>::from_data(TensorData::new(kv.clone(), [b, kvh, s, d]), &dev);
+            let tv = Tensor::<B, 4>::from_data(TensorData::new(vv.clone(), [b, kvh, s, d]), &dev);
+            let got: Vec<f32> = fused_attention(tq, tk, tv, causal, off, ragged.then_some(&lens[..]), None)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let g = h / kvh;
+            for (bi, &len) in lens.iter().enumerate() {
+                let seq = if ragged { len } else { s };
+                for hi in 0..h {
+                    for ti in 0..t {
+                        let end = key_end(seq, ti, t, causal, off, ragged);
+                        let visible: Vec<usize> = (0..end).collect();
+                        let qi = ((bi * h + hi) * t + ti) * d;
+                        let kv0 = (bi * kvh + hi / g) * s * d;
+                        let want = row_ref(&qv, &kv, &vv, d, &visible, qi, kv0);
+                        for x in 0..d {
+                            let err = (got[qi + x] as f64 - want[x]).abs();
+                            assert!(err < 1e-5, "{:?} row {bi},{hi},{ti}: {err}", (b, h, kvh, t, s, d));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_auto_is_the_reference_by_default() {
+        if fused_requested() {
+            return;
+        }
+        let dev = Default::default();
+        let q = Tensor::<B, 4>::from_data(TensorData::new(data(2 * 3 * 4, 5), [1, 2, 3, 4]), &dev);
+        let k = Tensor::<B, 4>::from_data(TensorData::new(data(2 * 5 * 4, 6), [1, 2, 5, 4]), &dev);
+        let v = Tensor::<B, 4>::from_data(TensorData::new(data(2 * 5 * 4, 7), [1, 2, 5, 4]), &dev);
+        let bias = AttentionBias::<B>::causal(1, 3, 5, 2, &dev);
+        let a: Vec<f32> = attention_auto(q.clone(), k.clone(), v.clone(), &bias)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let r: Vec<f32> = attention(q, k, v, &bias).into_data().to_vec().unwrap();
+        assert_eq!(a, r);
+    }
+
+    #[test]
+    fn entries_cover_the_instances() {
+        assert_eq!(entries("fwd_mma").len(), 4);
+        assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
+        assert_eq!(entries("bwd").len(), 27);
+    }
+}

@@ -1,0 +1,237 @@
+// Tensor-core attention forward (FlashAttention-2 scheme) for bf16/f16 with f32 accumulation.
+//
+// Grid: (ceil(T / 64), H, B), 4 warps. Each warp owns 16 query rows; the block walks 64-key tiles
+// of its (b, kv head) (GQA: kv head = h / (H / KVH), K/V never repeated), loaded with cp.async into
+// padded shared memory. S = Q Kᵀ and O += P V are mma.sync.m16n8k16 with f32 accumulators, K and
+// V fragments via ldmatrix (V transposed). Online softmax in the log2 domain with f32 row state;
+// each thread keeps partial row sums over its quad, reduced once at the end.
+// Requirements checked by the host: D in {64, 128}; every row stride and batch/head stride a
+// multiple of 8 elements and 16-byte aligned base pointers (cp.async 16-byte copies).
+
+#define MMA_BM 64
+#define MMA_BN 64
+#define MMA_PAD 8
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    return (u32)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
+}
+
+__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+
+template <int DT>
+__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1);
+
+template <>
+__device__ __forceinline__ void mma16816<1>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma16816<2>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 ld_u32(const u16* p) { return *(const u32*)p; }
+
+template <int DT, int D>
+__device__ __forceinline__ void fwd_mma(const Params& p) {
+    constexpr int LDS = D + MMA_PAD;
+    constexpr int KS = D / 16;      // k-steps of Q Kᵀ
+    constexpr int NT = MMA_BN / 8;  // n-tiles of S
+    constexpr int DT8 = D / 8;      // n-tiles of O
+    __shared__ __align__(16) u16 Ks[MMA_BN * LDS];
+    __shared__ __align__(16) u16 Vs[MMA_BN * LDS];
+
+    // Heavy (late, causal) query blocks first.
+    const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
+    const i64 h = blockIdx.y, b = blockIdx.z;
+    const i64 kvh = h / (p.H / p.KVH);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const i64 rA = mb * MMA_BM + warp * 16 + g, rB = rA + 8;
+
+    const u16* qp = (const u16*)p.q + b * p.q_sb + h * p.q_sh;
+    const u16* kp = (const u16*)p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vp = (const u16*)p.v + b * p.v_sb + kvh * p.v_sh;
+
+    u32 qf[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+        const int c0 = ks * 16 + tig * 2, c1 = c0 + 8;
+        qf[ks][0] = rA < p.T ? ld_u32(qp + rA * p.q_st + c0) : 0u;
+        qf[ks][1] = rB < p.T ? ld_u32(qp + rB * p.q_st + c0) : 0u;
+        qf[ks][2] = rA < p.T ? ld_u32(qp + rA * p.q_st + c1) : 0u;
+        qf[ks][3] = rB < p.T ? ld_u32(qp + rB * p.q_st + c1) : 0u;
+    }
+
+    const i64 endA = rA < p.T ? key_end(p, b, rA) : 0;
+    const i64 endB = rB < p.T ? key_end(p, b, rB) : 0;
+    i64 last = mb * MMA_BM + MMA_BM - 1;
+    if (last > p.T - 1) last = p.T - 1;
+    const i64 block_end = key_end(p, b, last);  // monotone in t: the block's last row sees most
+    const float sl2 = p.scale * LOG2E;
+
+    float oacc[DT8][4];
+#pragma unroll
+    for (int i = 0; i < DT8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
+    float mA = NEG_INF, mB = NEG_INF, lA = 0.f, lB = 0.f;
+
+    for (i64 j0 = 0; j0 < block_end; j0 += MMA_BN) {
+        __syncthreads();
+        for (int i = tid; i < MMA_BN * (D / 8); i += blockDim.x) {
+            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+            const i64 j = j0 + r;
+            u16* dk = &Ks[r * LDS + c];
+            u16* dv = &Vs[r * LDS + c];
+            if (j < p.S) {
+                cp_async16(dk, kp + j * p.k_ss + c);
+                cp_async16(dv, vp + j * p.v_ss + c);
+            } else {
+                *(uint4*)dk = make_uint4(0u, 0u, 0u, 0u);
+                *(uint4*)dv = make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads();
+
+        // S = Q Kᵀ for this warp's 16 rows x 64 keys.
+        float sacc[NT][4];
+#pragma unroll
+        for (int i = 0; i < NT; ++i) sacc[i][0] = sacc[i][1] = sacc[i][2] = sacc[i][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                u32 b0, b1, b2, b3;
+                const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
+                ldmatrix_x4(b0, b1, b2, b3, &Ks[row * LDS + col]);
+                mma16816<DT>(sacc[2 * np], qf[ks], b0, b1);
+                mma16816<DT>(sacc[2 * np + 1], qf[ks], b2, b3);
+            }
+        }
+
+        // Scale, bias, mask (log2 domain) and the tile's row maxima.
+        float tA = NEG_INF, tB = NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const i64 j = j0 + nt * 8 + tig * 2 + (e & 1);
+                const bool top = e < 2;
+                const i64 r = top ? rA : rB;
+                const i64 end = top ? endA : endB;
+                float x;
+                if (j < end) {
+                    if (p.bias) {
+                        x = (sacc[nt][e] * p.scale + bias_at(p, b, r, j)) * LOG2E;
+                    } else {
+                        x = sacc[nt][e] * sl2;
+                    }
+                } else {
+                    x = NEG_INF;
+                }
+                sacc[nt][e] = x;
+                if (top) tA = fmaxf(tA, x); else tB = fmaxf(tB, x);
+            }
+        }
+        tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
+        tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
+        tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
+        tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
+        const float nA = fmaxf(mA, tA), nB = fmaxf(mB, tB);
+        const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
+        const float aA = exp2f(mA - uA), aB = exp2f(mB - uB);
+        mA = nA;
+        mB = nB;
+        lA *= aA;
+        lB *= aB;
+#pragma unroll
+        for (int i = 0; i < DT8; ++i) {
+            oacc[i][0] *= aA;
+            oacc[i][1] *= aA;
+            oacc[i][2] *= aB;
+            oacc[i][3] *= aB;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            sacc[nt][0] = exp2f(sacc[nt][0] - uA);
+            sacc[nt][1] = exp2f(sacc[nt][1] - uA);
+            sacc[nt][2] = exp2f(sacc[nt][2] - uB);
+            sacc[nt][3] = exp2f(sacc[nt][3] - uB);
+            lA += sacc[nt][0] + sacc[nt][1];
+            lB += sacc[nt][2] + sacc[nt][3];
+        }
+
+        // O += P V: P's accumulator layout is the A-fragment layout of the next product.
+#pragma unroll
+        for (int kk = 0; kk < MMA_BN / 16; ++kk) {
+            u32 pa[4];
+            pa[0] = Elem<DT>::pack2(sacc[2 * kk][0], sacc[2 * kk][1]);
+            pa[1] = Elem<DT>::pack2(sacc[2 * kk][2], sacc[2 * kk][3]);
+            pa[2] = Elem<DT>::pack2(sacc[2 * kk + 1][0], sacc[2 * kk + 1][1]);
+            pa[3] = Elem<DT>::pack2(sacc[2 * kk + 1][2], sacc[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                u32 b0, b1, b2, b3;
+                ldmatrix_x4_trans(b0, b1, b2, b3, &Vs[(kk * 16 + (lane & 15)) * LDS + dp * 16 + (lane >> 4) * 8]);
+                mma16816<DT>(oacc[2 * dp], pa, b0, b1);
+                mma16816<DT>(oacc[2 * dp + 1], pa, b2, b3);
+            }
+        }
+    }
+
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+    u16* op = (u16*)p.o + b * p.o_sb + h * p.o_sh;
+#pragma unroll
+    for (int i = 0; i < DT8; ++i) {
+        const int col = i * 8 + tig * 2;
+        if (rA < p.T) *(u32*)(op + rA * p.o_st + col) = Elem<DT>::pack2(oacc[i][0] * iA, oacc[i][1] * iA);
+        if (rB < p.T) *(u32*)(op + rB * p.o_st + col) = Elem<DT>::pack2(oacc[i][2] * iB, oacc[i][3] * iB);
+    }
+    if (tig == 0) {
+        float* lse = p.lse + (b * p.H + h) * p.T;
+        if (rA < p.T) lse[rA] = lA > 0.f ? (mA + log2f(lA)) * LN2 : NEG_INF;
+        if (rB < p.T) lse[rB] = lB > 0.f ? (mB + log2f(lB)) * LN2 : NEG_INF;
+    }
+}
+
+#define MMA_INSTANCE(NAME, DT, D)                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_##NAME##_d##D(const Params p) { \
+        fwd_mma<DT, D>(p);                                                                           \
+    }
+
+MMA_INSTANCE(bf16, 1, 64)
+MMA_INSTANCE(bf16, 1, 128)
+MMA_INSTANCE(f16, 2, 64)
+MMA_INSTANCE(f16, 2, 128)
