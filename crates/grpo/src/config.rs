@@ -43,6 +43,20 @@ pub struct ModelSection {
     /// Gradient checkpointing of the training backend: `off`, or `balanced` (burn's op-level
     /// strategy: memory-bound intermediates are recomputed in the backward pass).
     pub gradient_checkpointing: research_engine::Checkpointing,
+    /// Where the frozen reference model of the KL term runs: `device` (the training device, in
+    /// the training dtype) or `cpu` (burn-ndarray in f32: frees device memory, costs host time).
+    pub reference_device: ReferenceDevice,
+}
+
+/// Where the reference model runs (`model.reference_device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceDevice {
+    /// The training device.
+    #[default]
+    Device,
+    /// The CPU (needs the `cpu` feature).
+    Cpu,
 }
 
 impl Default for ModelSection {
@@ -53,6 +67,7 @@ impl Default for ModelSection {
             dtype: "bf16".into(),
             backend: "cuda".into(),
             gradient_checkpointing: research_engine::Checkpointing::Balanced,
+            reference_device: ReferenceDevice::Device,
         }
     }
 }
@@ -296,6 +311,12 @@ impl TrainConfig {
         };
         if self.model.path.is_none() == self.model.random.is_none() {
             return bad("model", "give exactly one of `model.path` and `model.random`");
+        }
+        if self.model.reference_device == ReferenceDevice::Cpu && !cfg!(feature = "cpu") {
+            return bad(
+                "model.reference_device",
+                "`cpu` needs a build with the `cpu` feature (burn-ndarray); use `device`",
+            );
         }
         if self.rollout.n == 0 {
             return bad("rollout.n", "must be at least 1");

@@ -204,12 +204,52 @@ pub struct UpdateStats {
     pub skipped: bool,
 }
 
+/// The frozen reference model of the KL term, and where it runs.
+pub enum Reference<B: Backend> {
+    /// On the training device, in the training dtype.
+    Device(Qwen2ForCausalLM<B>),
+    /// On the CPU (burn-ndarray, f32): leaves the device's memory to the policy; its log-prob
+    /// pass runs on the host (slow for big models).
+    #[cfg(feature = "cpu")]
+    Cpu(Qwen2ForCausalLM<CpuReferenceBackend>),
+}
+
+/// The backend of [`Reference::Cpu`].
+#[cfg(feature = "cpu")]
+pub type CpuReferenceBackend = burn::backend::NdArray<f32>;
+
+impl<B: Backend> From<Qwen2ForCausalLM<B>> for Reference<B> {
+    fn from(model: Qwen2ForCausalLM<B>) -> Self {
+        Self::Device(model)
+    }
+}
+
+impl<B: Backend> Reference<B> {
+    /// Log-probs of the packed trained tokens (temperature 1).
+    fn logprobs(&self, packed: &Packed, device: &B::Device) -> Vec<f32> {
+        match self {
+            Self::Device(m) => to_vec(token_stats(m, packed, false, device).0),
+            #[cfg(feature = "cpu")]
+            Self::Cpu(m) => to_vec(token_stats(m, packed, false, &Default::default()).0),
+        }
+    }
+
+    /// Where it runs, for logs.
+    pub fn placement(&self) -> &'static str {
+        match self {
+            Self::Device(_) => "device",
+            #[cfg(feature = "cpu")]
+            Self::Cpu(_) => "cpu",
+        }
+    }
+}
+
 /// The policy being trained, its frozen reference and the optimizer.
 pub struct Learner<B: AutodiffBackend> {
     /// The policy (with gradients).
     pub policy: Qwen2ForCausalLM<B>,
     /// The frozen reference model (the policy at the start of training).
-    pub reference: Qwen2ForCausalLM<B::InnerBackend>,
+    pub reference: Reference<B::InnerBackend>,
     /// AdamW.
     pub optimizer: AdamW<B>,
     /// Settings.
@@ -221,14 +261,14 @@ impl<B: AutodiffBackend> Learner<B> {
     /// A learner around `policy`; `reference` is the frozen model of the KL term.
     pub fn new(
         policy: Qwen2ForCausalLM<B>,
-        reference: Qwen2ForCausalLM<B::InnerBackend>,
+        reference: impl Into<Reference<B::InnerBackend>>,
         optimizer: AdamW<B>,
         config: LearnerConfig,
         device: B::Device,
     ) -> Self {
         Self {
             policy,
-            reference,
+            reference: reference.into(),
             optimizer,
             config,
             device,
@@ -252,7 +292,7 @@ impl<B: AutodiffBackend> Learner<B> {
             let refs: Vec<&Sample> = mb.iter().map(|&i| &samples[i]).collect();
             let packed = pack(&refs);
             let old = to_vec(token_stats(&actor, &packed, false, &device).0);
-            let reference = to_vec(token_stats(&self.reference, &packed, false, &device).0);
+            let reference = self.reference.logprobs(&packed, &device);
             for &i in &mb {
                 samples[i].old_logprobs.clear();
                 samples[i].ref_logprobs.clear();

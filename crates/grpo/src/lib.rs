@@ -24,7 +24,7 @@ pub mod trainer;
 pub use advantage::group_advantages;
 pub use config::TrainConfig;
 pub use error::{GrpoError, Result};
-pub use learner::{micro_batches, Learner, LearnerConfig, Sample, UpdateStats};
+pub use learner::{micro_batches, Learner, LearnerConfig, Reference, Sample, UpdateStats};
 pub use loss::{grpo_loss, LossConfig, LossOutput};
 pub use optim::{param_values, AdamW, AdamWConfig, StepStats};
 pub use trainer::{RunSummary, StepMetrics, Trainer};

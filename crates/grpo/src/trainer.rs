@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -18,9 +19,11 @@ use research_eval::dataset::{read_questions, Question};
 use research_qwen2::{load_model, FloatType, ModelDir, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer};
 
 use crate::checkpoint::{latest_checkpoint, read_state, save_checkpoint, TrainerState};
-use crate::config::{Template, TrainConfig};
+use crate::config::{ReferenceDevice, Template, TrainConfig};
 use crate::error::{io_err, GrpoError, Result};
-use crate::learner::{Learner, Sample, UpdateStats};
+#[cfg(feature = "cpu")]
+use crate::learner::CpuReferenceBackend;
+use crate::learner::{Learner, Reference, Sample, UpdateStats};
 use crate::optim::AdamW;
 
 /// Instruct EOS ids (`<|im_end|>`, `<|endoftext|>`) and base EOS (`<|endoftext|>`).
@@ -133,11 +136,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             ),
         };
         // The model and the reference (always the starting weights, also when resuming).
+        let on_cpu = config.model.reference_device == ReferenceDevice::Cpu;
         let (model_config, tokenizer_dir, reference, policy_fresh) = match (&config.model.path, &config.model.random) {
             (Some(path), _) => {
                 let dir = ModelDir::resolve(path)?;
-                let inner_device = inner_device::<B>(&device);
-                let (mc, reference) = load_model::<B::InnerBackend>(&dir, dtype, &inner_device)?;
+                let (mc, reference) = if on_cpu {
+                    reference_on_cpu(&dir)?
+                } else {
+                    let (mc, m) = load_model::<B::InnerBackend>(&dir, dtype, &inner_device::<B>(&device))?;
+                    (mc, Reference::Device(m))
+                };
                 (mc, dir.path().to_path_buf(), reference, None)
             }
             (None, Some(r)) => {
@@ -147,12 +155,28 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let tok = Qwen2Tokenizer::from_path(&r.tokenizer)?;
                 let mc = random_config(r, tok.vocab_size());
                 let policy = Qwen2ForCausalLM::<B>::random(&mc, dtype, r.seed, &device);
-                let reference =
-                    Qwen2ForCausalLM::<B::InnerBackend>::random(&mc, dtype, r.seed, &inner_device::<B>(&device));
+                let reference = if on_cpu {
+                    // The CPU backend draws other random numbers: copy the policy's weights through
+                    // a temporary HF checkpoint instead.
+                    let tmp = config.out.join(".reference-init");
+                    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+                    policy.valid().save_pretrained(&mc, &tmp)?;
+                    let loaded = reference_on_cpu(&ModelDir::resolve(tmp.to_str().unwrap_or_default())?);
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    loaded?.1
+                } else {
+                    Reference::Device(Qwen2ForCausalLM::<B::InnerBackend>::random(
+                        &mc,
+                        dtype,
+                        r.seed,
+                        &inner_device::<B>(&device),
+                    ))
+                };
                 (mc, r.tokenizer.clone(), reference, Some(policy))
             }
             (None, None) => return Err(GrpoError::Input("no model given".into())),
         };
+        tracing::info!(reference = reference.placement(), "reference model loaded");
         let tokenizer = Arc::new(Qwen2Tokenizer::from_path(&tokenizer_dir)?);
         let mut state = TrainerState {
             seed: config.schedule.seed,
@@ -590,6 +614,20 @@ fn summarize(rewards: &[f32], format_fail: usize, rollouts: &[research_agent::Ro
         searches: rollouts.iter().map(|r| r.searches.len() as f64).sum::<f64>() / n,
         ..StepMetrics::default()
     }
+}
+
+/// The reference model on the CPU (f32), from a checkpoint directory.
+#[cfg(feature = "cpu")]
+fn reference_on_cpu<B: burn::tensor::backend::Backend>(dir: &ModelDir) -> Result<(Qwen2Config, Reference<B>)> {
+    let (mc, m) = load_model::<CpuReferenceBackend>(dir, FloatType::F32, &Default::default())?;
+    Ok((mc, Reference::Cpu(m)))
+}
+
+#[cfg(not(feature = "cpu"))]
+fn reference_on_cpu<B: burn::tensor::backend::Backend>(_dir: &ModelDir) -> Result<(Qwen2Config, Reference<B>)> {
+    Err(GrpoError::Input(
+        "model.reference_device = \"cpu\" needs a build with the `cpu` feature".into(),
+    ))
 }
 
 fn inner_device<B: AutodiffBackend>(device: &B::Device) -> burn::tensor::Device<B::InnerBackend> {

@@ -197,3 +197,28 @@ fn a_stop_request_saves_and_returns() {
     assert_eq!(s.steps, 0);
     assert!(out.path().join("checkpoints/step-000000/model.safetensors").exists());
 }
+
+#[test]
+fn a_reference_on_the_cpu_gives_the_same_run() {
+    // On this CPU-only build both placements compute on burn-ndarray in f32, so the KL terms and
+    // everything downstream must replay exactly; the CPU reference is built from the policy's
+    // weights through a temporary HF checkpoint, the device one from the same seed.
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let stop = AtomicBool::new(false);
+    let run = |overrides: &[String]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut c = config(out.path(), 2);
+        if !overrides.is_empty() {
+            let text = c.to_toml();
+            c = TrainConfig::from_toml(&text, Path::new("test.toml"), overrides).unwrap();
+        }
+        let mut t = Trainer::<B>::new(c, false, Default::default()).unwrap();
+        t.run(&Scripted, &stop, false).unwrap();
+        assert!(!out.path().join(".reference-init").exists());
+        metrics(out.path()).iter().map(replayable).collect::<Vec<_>>()
+    };
+    let device = run(&[]);
+    let cpu = run(&["model.reference_device=\"cpu\"".to_string()]);
+    assert_eq!(device.len(), 4);
+    assert_eq!(device, cpu);
+}
