@@ -6,6 +6,9 @@
 //!   generation benchmark from a release build (`research bench generate --help` lists its flags);
 //!   `cargo xtask bench rollout -- --config CONFIG --index DIR ...` likewise for the ReSearch
 //!   rollout benchmark (`research bench rollout --help`).
+//! - `cargo xtask bench retriever -- [--n 20000] ...`: the retriever benchmarks end to end here
+//!   (synthetic vectors, usearch beside faiss-cpu, encoder beside PyTorch, markdown tables; see
+//!   `bench_retriever.rs`); `tests/gpu/bench_retriever.sh` is the GPU machine's run.
 //! - `cargo xtask rollout-index`: the small index `research bench rollout` runs against on the GPU
 //!   machine (a random 32-wide BERT over the shipped 1,000-passage corpus) in `stage/rollout-index`.
 //! - `cargo xtask train`: the `tiny` training demo end to end on the CPU (see `train.rs`); with
@@ -15,6 +18,7 @@
 //!   `tests/gpu/suite.sh` then runs parity and benchmarks there. With `tch`, set `LIBTORCH` and
 //!   `LIBTORCH_CXX11_ABI=1` first (see README).
 
+mod bench_retriever;
 mod train;
 
 use std::path::PathBuf;
@@ -42,7 +46,8 @@ enum Cmd {
     /// build on this machine (on the GPU machine, where there is no cargo, run the staged binary:
     /// see tests/gpu/suite.sh).
     Bench {
-        /// What to benchmark: `generate`, `rollout` or `train`.
+        /// What to benchmark: `generate`, `rollout` or `train`; or `retriever` (the retriever's
+        /// benchmarks end to end: `cargo xtask bench retriever -- --help`).
         what: String,
         /// Cargo features of the build (e.g. `cuda`, `tch`).
         #[arg(long, default_value = "cpu")]
@@ -124,6 +129,7 @@ fn main() -> Result<()> {
             }
             run(cargo().args(["test", "--workspace"]))?;
         }
+        Cmd::Bench { what, features, args } if what == "retriever" => bench_retriever::run_bench(&features, &args)?,
         Cmd::Bench { what, features, args } => {
             if !["generate", "rollout", "train"].contains(&what.as_str()) {
                 bail!("unknown benchmark `{what}` (available: generate, rollout, train)");

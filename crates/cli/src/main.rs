@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use research::burn::tensor::backend::Backend;
 use research::prelude::*;
 
+mod bench_retriever;
 mod bench_rollout;
 mod bench_train;
 mod data;
@@ -141,6 +142,10 @@ enum BenchCommand {
     /// ReSearch rollout throughput: a dataset's questions as one batch through the search loop
     /// (random weights of a shape, scripted searches), time split between generation and retrieval.
     Rollout(Box<bench_rollout::BenchRolloutArgs>),
+    /// Retrieval encoder throughput (passages/s) on random weights of a BERT shape (E5-base).
+    Encoder(bench_retriever::EncoderArgs),
+    /// HNSW build and search (QPS, recall@k, memory) over raw f32 vector files, per quantization.
+    Search(bench_retriever::SearchArgs),
     /// GRPO training-step throughput (forward, backward, AdamW; tokens/s) on random weights of a
     /// Qwen2 shape, one micro-batch per step.
     Train(bench_train::BenchTrainArgs),
@@ -517,6 +522,8 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             dispatch(kind, dtype, BenchGenerateJob(a, dtype, config))?
         }
         BenchCommand::Rollout(a) => bench_rollout::run(*a),
+        BenchCommand::Encoder(a) => bench_retriever::encoder(a),
+        BenchCommand::Search(a) => bench_retriever::search(a),
         BenchCommand::Train(a) => bench_train::run(a),
     }
 }

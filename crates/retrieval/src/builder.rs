@@ -335,22 +335,29 @@ fn encode_sorted<B: Backend>(
 
 /// A new, empty usearch index for a manifest.
 pub(crate) fn new_usearch(m: &Manifest) -> Result<usearch::Index> {
+    usearch_index(m.encoder.dims, m.quantization, &m.hnsw)
+}
+
+/// A new, empty usearch index over `dims`-wide unit vectors, scored by inner product, with the
+/// storage and HNSW parameters given (what every index of this crate, and the search benchmark,
+/// is made with).
+pub fn usearch_index(dims: usize, quantization: Quantization, hnsw: &HnswParams) -> Result<usearch::Index> {
     let options = usearch::IndexOptions {
-        dimensions: m.encoder.dims,
+        dimensions: dims,
         // usearch's i8 inner product is in raw integer units (components scaled by 127), its i8
         // cosine is normalised: on unit vectors the cosine is the inner product we want.
-        metric: match m.quantization {
+        metric: match quantization {
             Quantization::I8 => usearch::MetricKind::Cos,
             Quantization::F32 | Quantization::F16 => usearch::MetricKind::IP,
         },
-        quantization: match m.quantization {
+        quantization: match quantization {
             Quantization::F32 => usearch::ScalarKind::F32,
             Quantization::F16 => usearch::ScalarKind::F16,
             Quantization::I8 => usearch::ScalarKind::I8,
         },
-        connectivity: m.hnsw.connectivity,
-        expansion_add: m.hnsw.expansion_add,
-        expansion_search: m.hnsw.expansion_search,
+        connectivity: hnsw.connectivity,
+        expansion_add: hnsw.expansion_add,
+        expansion_search: hnsw.expansion_search,
         multi: false,
     };
     usearch::Index::new(&options).map_err(usearch_err("creating the index"))

@@ -6,6 +6,8 @@
 //! - [`build_index`] / [`build_with_encoder`]: encode every passage in saved chunks (an
 //!   interrupted build resumes), then build the HNSW graph (inner product on unit vectors,
 //!   f32 | f16 | i8 storage); [`Manifest`] records what the index was built from.
+//! - [`bench`]: encoder throughput on random weights and HNSW search figures (QPS, recall@k,
+//!   memory) on raw vector files, for `research bench encoder | search`.
 //! - [`Retriever`]: open an index folder, batched [`Retriever::search`] (HNSW) and
 //!   [`Retriever::search_exact`] (brute force over the saved vectors). It implements
 //!   [`research_agent::Retriever`], so the rollout loop searches in process.
@@ -22,13 +24,14 @@
 //! # Ok::<(), research_retrieval::RetrievalError>(())
 //! ```
 
+pub mod bench;
 pub mod builder;
 pub mod corpus;
 pub mod error;
 pub mod manifest;
 pub mod retriever;
 
-pub use builder::{build_index, build_with_encoder, default_threads, BuildConfig, BuildReport};
+pub use builder::{build_index, build_with_encoder, default_threads, usearch_index, BuildConfig, BuildReport};
 pub use corpus::{parse_row, Corpus, CorpusStats};
 pub use error::{Result, RetrievalError};
 pub use manifest::{CorpusInfo, EncoderInfo, HnswParams, Manifest, Quantization};

@@ -156,6 +156,35 @@ impl BertConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// The BERT-base shape of `bert-base-uncased`, E5-base-v2 and BGE-base: 12 layers, width 768,
+    /// 12 heads, feed-forward 3072, vocabulary 30522, 512 positions (for benchmarks on random
+    /// weights; a checkpoint's own `config.json` is read with [`Self::from_file`]).
+    pub fn bert_base() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+            pad_token_id: 0,
+        }
+    }
+
+    /// The shape of sentence-transformers' all-MiniLM-L6-v2: [`Self::bert_base`] with 6 layers,
+    /// width 384 and feed-forward 1536.
+    pub fn minilm_l6() -> Self {
+        Self {
+            hidden_size: 384,
+            num_hidden_layers: 6,
+            intermediate_size: 1536,
+            ..Self::bert_base()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +211,19 @@ mod tests {
             (512, 2, 1e-12, 0)
         );
         assert_eq!(c.head_dim(), 32);
+    }
+
+    #[test]
+    fn named_shapes_match_the_published_configs() {
+        // bert-base-uncased / intfloat/e5-base-v2 config.json values.
+        let e5 = parse(
+            r#"{"model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+                "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+                "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(BertConfig::bert_base(), e5);
+        assert_eq!(BertConfig::minilm_l6(), parse(BASE).unwrap());
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// `x @ W + b` over the last dimension.
+    /// `x @ W + b` over the last dimension (`research_kernels::linear`: one cuBLASLt call on
+    /// burn-cuda, burn's matmul elsewhere).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        x.matmul(self.weight.val().unsqueeze()) + self.bias.val().unsqueeze()
+        research_kernels::linear::linear(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 
@@ -278,6 +279,70 @@ impl<B: Backend> BertModel<B> {
             max_position_embeddings: c.max_position_embeddings,
             hidden_size: hid,
         })
+    }
+
+    /// Random weights of `config`'s shape in `dtype` (for benchmarks): matrices and embeddings
+    /// drawn from N(0, 0.02²) as transformers' `initializer_range`, biases 0, LayerNorm weights 1
+    /// and biases 0. `seed` seeds the backend's generator.
+    pub fn random(config: &BertConfig, dtype: FloatType, seed: u64, device: &B::Device) -> Self {
+        use burn::tensor::Distribution;
+        B::seed(device, seed);
+        let c = config;
+        let (hid, inter) = (c.hidden_size, c.intermediate_size);
+        let opts = || TensorCreationOptions::<B>::new(device.clone()).with_dtype(dtype.dtype());
+        let mat = |rows: usize, cols: usize| {
+            Param::from_tensor(Tensor::<B, 2>::random(
+                [rows, cols],
+                Distribution::Normal(0.0, 0.02),
+                opts(),
+            ))
+        };
+        let zeros = |n: usize| Param::from_tensor(Tensor::<B, 1>::zeros([n], opts()));
+        let ones = |n: usize| Param::from_tensor(Tensor::<B, 1>::ones([n], opts()));
+        let linear = |fan_in: usize, fan_out: usize| Linear {
+            weight: mat(fan_in, fan_out),
+            bias: zeros(fan_out),
+        };
+        let norm = || LayerNorm {
+            weight: ones(hid),
+            bias: zeros(hid),
+            eps: c.layer_norm_eps,
+        };
+        let embeddings = BertEmbeddings {
+            word_embeddings: mat(c.vocab_size, hid),
+            position_embeddings: mat(c.max_position_embeddings, hid),
+            token_type_embeddings: mat(c.type_vocab_size, hid),
+            layer_norm: norm(),
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attention: BertSelfAttention {
+                        query: linear(hid, hid),
+                        key: linear(hid, hid),
+                        value: linear(hid, hid),
+                        num_heads: c.num_attention_heads,
+                        head_dim: c.head_dim(),
+                    },
+                    output: BertResidualOutput {
+                        dense: linear(hid, hid),
+                        layer_norm: norm(),
+                    },
+                },
+                intermediate: linear(hid, inter),
+                output: BertResidualOutput {
+                    dense: linear(inter, hid),
+                    layer_norm: norm(),
+                },
+            })
+            .collect();
+        Self {
+            embeddings,
+            layers,
+            vocab_size: c.vocab_size,
+            max_position_embeddings: c.max_position_embeddings,
+            hidden_size: hid,
+        }
     }
 
     /// The compute dtype (that of the word embeddings).
