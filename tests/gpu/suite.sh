@@ -40,6 +40,17 @@ if [ "${SKIP_GEMM:-0}" != 1 ]; then
   timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench ${GEMM_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
   timeout ${GEMM_TIMEOUT:-200} python3 tests/gpu/bench_gemm_torch.py 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
 fi
+if [ "${SKIP_ATTENTION:-0}" != 1 ]; then
+  # The fused attention kernels (issue 6): float64-checked forward/backward (exit 1 on any error
+  # over bound or reference fallback), the Qwen2 parity with the kernels switched on, then the
+  # attention table beside PyTorch SDPA's flash and cuDNN backends in the same run.
+  CUBECL_AUTOTUNE_LEVEL=minimal timeout ${ATTN_TIMEOUT:-300} stage/bin/gpu-attention check 2>&1 | tee -a "$OUT/attention.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  RESEARCH_ATTENTION=fused CUBECL_AUTOTUNE_LEVEL=minimal timeout ${PARITY_TIMEOUT:-300} stage/bin/gpu-parity ${ATTN_PARITY_CHECKS:-cuda:f32:1e-3 cuda:bf16:p8} 2>&1 | tee -a "$OUT/attention.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  timeout ${ATTN_TIMEOUT:-300} stage/bin/gpu-attention bench ${ATTN_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_attention.jsonl"
+  timeout ${ATTN_TIMEOUT:-300} python3 tests/gpu/bench_attention_torch.py 2>&1 | tee -a "$OUT/bench_attention.jsonl"
+fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   CFG=${BENCH_CONFIG:-data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json}
   B=${BENCH_BATCH:-1,32,128}

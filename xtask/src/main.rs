@@ -110,10 +110,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// The binaries `stage-gpu` builds and packs, by package.
-const GPU_BINARIES: [(&str, &str); 3] = [
+const GPU_BINARIES: [(&str, &str); 4] = [
     ("research-cli", "research"),
     ("research-tests", "gpu-parity"),
     ("research-tests", "gpu-gemm"),
+    ("research-tests", "gpu-attention"),
 ];
 
 pub(crate) fn cargo() -> Command {

@@ -113,6 +113,8 @@ struct KernelParams {
     pad: f32,
 }
 
+const _: () = assert!(std::mem::size_of::<KernelParams>() == super::fused::PARAMS_BYTES);
+
 /// Why the fused route was not taken.
 enum Fail {
     /// The problem is outside what the kernels handle (silently takes the reference path).

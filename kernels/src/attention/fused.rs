@@ -142,6 +142,10 @@ pub fn fused_counts() -> (u64, u64) {
     (0, 0)
 }
 
+/// Bytes of the kernels' one by-value parameter (`struct Params` in `common.cuh`, mirrored by
+/// `KernelParams` in `cuda.rs`, which asserts its size against this).
+pub const PARAMS_BYTES: usize = 336;
+
 /// Head dimensions the kernels are instantiated for.
 pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 

@@ -102,6 +102,16 @@ mod tests {
                     ptx.contains(&format!(".entry {entry}(")),
                     "{name}.cu: PTX lacks entry {entry}"
                 );
+                // One by-value parameter of exactly the size the launcher passes.
+                let param = format!(
+                    ".param .align 8 .b8 {entry}_param_0[{}]",
+                    crate::attention::fused::PARAMS_BYTES
+                );
+                assert!(ptx.contains(&param), "{name}.cu: {entry} does not take one {param}");
+                assert!(
+                    !ptx.contains(&format!("{entry}_param_1")),
+                    "{entry} takes more than one parameter"
+                );
             }
             if name == "fwd_mma" {
                 assert!(

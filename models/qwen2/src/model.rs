@@ -19,7 +19,7 @@ use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorCreationOptions};
 
-use research_kernels::attention::{attention, AttentionBias};
+use research_kernels::attention::{attention_auto, AttentionBias};
 
 use crate::cache::KvCache;
 use crate::config::Qwen2Config;
@@ -142,7 +142,8 @@ impl<B: Backend> Qwen2Attention<B> {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let out = attention(q, k, v, bias);
+        // The reference path unless RESEARCH_ATTENTION=fused (the fused CUDA kernels, issue 6).
+        let out = attention_auto(q, k, v, bias);
         let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(out)
     }

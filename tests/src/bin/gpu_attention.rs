@@ -1,0 +1,549 @@
+//! `gpu-attention`: checks and benchmarks `research_kernels::attention::fused_attention` on
+//! burn-cuda (the fused CUDA kernels), on the GPU machine.
+//!
+//! ```text
+//! gpu-attention check                 # forward (f32/bf16/f16) + autodiff backward (f32/bf16) vs float64
+//! gpu-attention bench [--iters 20] [--reference]   # issue 6's shapes, one JSON line each
+//! ```
+//! `check` draws fresh uniform inputs on the device, reads back exactly what the kernels saw, and
+//! compares with a float64 host reference (softmax over each row's visible keys, GQA by
+//! `h / (heads / kv_heads)`): the error is `max |got - want| / max |want|` per tensor, bounded by
+//! 1e-4 for f32, 2e-2 for bf16 and 4e-3 for f16 (3e-2 for bf16 gradients). Shapes cover odd and
+//! non-tile-multiple lengths, queries at an offset into the keys, GQA ratios 1, 2, 7 and 8, ragged
+//! decode lengths, an additive bias (per query and broadcast over queries) and a strided K/V view
+//! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
+//! fallback). Exit status 1 on any failure.
+//! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward and
+//! forward+backward, and decode (one query per sequence over the whole cache); `--reference` adds
+//! the reference path's forward time.
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    eprintln!("gpu-attention: built without the `cuda` feature");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "cuda")]
+fn main() {
+    imp::main()
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::time::Instant;
+
+    use research::burn::backend::Autodiff;
+    use research::burn::tensor::backend::Backend;
+    use research::burn::tensor::{DType, Distribution, Tensor};
+    use research::kernels::attention::{
+        fused_attention, fused_counts, fused_reference, key_end, AttentionBias, MASKED,
+    };
+
+    type Cuda = research::burn::backend::Cuda<f32, i32>;
+    type Ad = Autodiff<Cuda>;
+    type Dev = research::burn::backend::cuda::CudaDevice;
+
+    fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.cast(DType::F32).into_data().to_vec::<f32>().expect("f32 data")
+    }
+
+    fn rand<const D: usize>(shape: [usize; D], scale: f32, dtype: DType, dev: &Dev) -> Tensor<Cuda, D> {
+        Tensor::<Cuda, D>::random(shape, Distribution::Uniform(-1.0, 1.0), dev)
+            .mul_scalar(scale)
+            .cast(dtype)
+    }
+
+    /// A tiny deterministic generator (bias values, sampled rows).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n.max(1)
+        }
+        fn unit(&mut self) -> f32 {
+            self.next(1 << 20) as f32 / (1 << 20) as f32 * 2.0 - 1.0
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum BiasKind {
+        None,
+        /// `[b, 1, t, s]`: random values in [-1, 1] with about a fifth masked.
+        PerQuery,
+        /// `[b, 1, 1, s]`: padding-style, the last keys of sequence `i` masked.
+        Broadcast,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        b: usize,
+        h: usize,
+        kvh: usize,
+        t: usize,
+        s: usize,
+        d: usize,
+        causal: bool,
+        offset: usize,
+        lens: Option<Vec<usize>>,
+        bias: BiasKind,
+        /// K/V are a view of the first `s` positions of a cache this long.
+        cache: Option<usize>,
+        /// Check only this many sampled rows against float64 (big shapes).
+        sample_rows: Option<usize>,
+    }
+
+    impl Case {
+        #[allow(clippy::too_many_arguments)]
+        fn new(b: usize, h: usize, kvh: usize, t: usize, s: usize, d: usize, causal: bool, offset: usize) -> Self {
+            Self {
+                b,
+                h,
+                kvh,
+                t,
+                s,
+                d,
+                causal,
+                offset,
+                lens: None,
+                bias: BiasKind::None,
+                cache: None,
+                sample_rows: None,
+            }
+        }
+        fn label(&self) -> String {
+            format!(
+                "b{} h{}/{} t{} s{} d{}{}{}{}{}",
+                self.b,
+                self.h,
+                self.kvh,
+                self.t,
+                self.s,
+                self.d,
+                if self.causal {
+                    format!(" causal@{}", self.offset)
+                } else {
+                    String::new()
+                },
+                self.lens.as_ref().map(|l| format!(" lens{l:?}")).unwrap_or_default(),
+                match self.bias {
+                    BiasKind::None => "",
+                    BiasKind::PerQuery => " bias",
+                    BiasKind::Broadcast => " bias-bcast",
+                },
+                self.cache.map(|c| format!(" view-of-{c}")).unwrap_or_default()
+            )
+        }
+    }
+
+    fn forward_cases() -> Vec<Case> {
+        let mut v = vec![
+            Case::new(2, 4, 4, 37, 37, 64, true, 0),
+            Case::new(1, 8, 4, 100, 100, 128, true, 0),
+            Case::new(2, 14, 2, 65, 129, 128, true, 64),
+            Case::new(1, 8, 1, 33, 97, 64, false, 0),
+            Case::new(1, 4, 4, 31, 100, 64, true, 10),
+            Case::new(1, 4, 2, 200, 200, 32, true, 0),
+            Case::new(1, 7, 1, 129, 129, 128, true, 0),
+            Case::new(1, 2, 2, 1, 1, 64, true, 0),
+        ];
+        let mut c = Case::new(3, 28, 4, 1, 300, 128, true, 0);
+        c.lens = Some(vec![300, 17, 129]);
+        v.push(c);
+        let mut c = Case::new(4, 8, 1, 3, 1000, 128, true, 0);
+        c.lens = Some(vec![1000, 3, 555, 64]);
+        v.push(c);
+        let mut c = Case::new(2, 8, 8, 1, 4097, 64, false, 0);
+        c.lens = Some(vec![4097, 2500]);
+        v.push(c);
+        let mut c = Case::new(2, 4, 2, 20, 50, 64, false, 0);
+        c.bias = BiasKind::PerQuery;
+        v.push(c);
+        let mut c = Case::new(2, 4, 2, 70, 70, 128, true, 0);
+        c.bias = BiasKind::PerQuery;
+        v.push(c);
+        let mut c = Case::new(2, 4, 4, 9, 9, 32, false, 0);
+        c.bias = BiasKind::Broadcast;
+        v.push(c);
+        let mut c = Case::new(1, 14, 2, 48, 77, 128, true, 29);
+        c.cache = Some(128);
+        v.push(c);
+        let mut c = Case::new(1, 28, 4, 512, 512, 128, true, 0);
+        c.sample_rows = Some(96);
+        v.push(c);
+        v
+    }
+
+    fn backward_cases() -> Vec<Case> {
+        let mut v = vec![
+            Case::new(1, 4, 2, 19, 19, 64, true, 0),
+            Case::new(2, 7, 1, 33, 70, 128, true, 37),
+            Case::new(1, 8, 8, 40, 40, 32, false, 0),
+            Case::new(1, 28, 4, 130, 130, 128, true, 0),
+        ];
+        let mut c = Case::new(2, 4, 2, 5, 50, 128, true, 0);
+        c.lens = Some(vec![50, 23]);
+        v.push(c);
+        let mut c = Case::new(2, 4, 2, 24, 24, 64, true, 0);
+        c.bias = BiasKind::PerQuery;
+        v.push(c);
+        v
+    }
+
+    /// Host copies of one case's inputs and its bias values `[b, tb, s]` (`tb` = t or 1).
+    struct Inputs {
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        bias: Option<(Vec<f32>, usize)>,
+    }
+
+    fn bias_values(c: &Case, rng: &mut Lcg) -> Option<(Vec<f32>, usize)> {
+        match c.bias {
+            BiasKind::None => None,
+            BiasKind::PerQuery => {
+                let mut v = vec![0.0f32; c.b * c.t * c.s];
+                for x in v.iter_mut() {
+                    *x = if rng.next(5) == 0 { MASKED } else { rng.unit() };
+                }
+                // Keep key 0 visible so no row is fully masked (those rows differ by design).
+                for row in v.chunks_mut(c.s) {
+                    row[0] = 0.0;
+                }
+                Some((v, c.t))
+            }
+            BiasKind::Broadcast => {
+                let mut v = vec![0.0f32; c.b * c.s];
+                for bi in 0..c.b {
+                    for j in c.s.saturating_sub(2 * bi)..c.s {
+                        v[bi * c.s + j] = MASKED;
+                    }
+                }
+                Some((v, 1))
+            }
+        }
+    }
+
+    /// Visible keys and scores of row (bi, hi, ti) in float64.
+    fn scores(c: &Case, x: &Inputs, bi: usize, hi: usize, ti: usize) -> (Vec<f64>, usize) {
+        let (d, g) = (c.d, c.h / c.kvh);
+        let seq = c.lens.as_ref().map(|l| l[bi].min(c.s)).unwrap_or(c.s);
+        let end = key_end(seq, ti, c.t, c.causal, c.offset, c.lens.is_some());
+        let scale = 1.0 / (d as f64).sqrt();
+        let qrow = &x.q[((bi * c.h + hi) * c.t + ti) * d..][..d];
+        let kv0 = (bi * c.kvh + hi / g) * c.s * d;
+        let mut sc = Vec::with_capacity(end);
+        for j in 0..end {
+            let krow = &x.k[kv0 + j * d..][..d];
+            let mut acc = 0.0f64;
+            for (a, b) in qrow.iter().zip(krow) {
+                acc += *a as f64 * *b as f64;
+            }
+            let mut s = acc * scale;
+            if let Some((bv, tb)) = &x.bias {
+                let tt = if *tb == 1 { 0 } else { ti };
+                s += bv[(bi * tb + tt) * c.s + j] as f64;
+            }
+            sc.push(s);
+        }
+        (sc, kv0)
+    }
+
+    fn softmax(sc: &[f64]) -> Vec<f64> {
+        let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / z).collect()
+    }
+
+    fn rows_to_check(c: &Case, rng: &mut Lcg) -> Vec<(usize, usize, usize)> {
+        let all = c.b * c.h * c.t;
+        let pick = |r: usize| (r / (c.h * c.t), (r / c.t) % c.h, r % c.t);
+        match c.sample_rows {
+            Some(n) if n < all => {
+                let mut rows: Vec<_> = (0..n).map(|_| pick(rng.next(all))).collect();
+                rows.push(pick(all - 1));
+                rows
+            }
+            _ => (0..all).map(pick).collect(),
+        }
+    }
+
+    /// `max |got - want| / max |want|` over the given rows of `[b, h, t, d]`.
+    fn forward_error(c: &Case, x: &Inputs, got: &[f32], rows: &[(usize, usize, usize)]) -> f64 {
+        let d = c.d;
+        let (mut err, mut scale) = (0.0f64, 1e-30f64);
+        for &(bi, hi, ti) in rows {
+            let (sc, kv0) = scores(c, x, bi, hi, ti);
+            let p = softmax(&sc);
+            let o = &got[((bi * c.h + hi) * c.t + ti) * d..][..d];
+            for (xx, &g) in o.iter().enumerate() {
+                let want: f64 = p
+                    .iter()
+                    .enumerate()
+                    .map(|(j, pj)| pj * x.v[kv0 + j * d + xx] as f64)
+                    .sum();
+                err = err.max((g as f64 - want).abs());
+                scale = scale.max(want.abs());
+            }
+        }
+        err / scale
+    }
+
+    /// Float64 gradients `(dq, dk, dv)` of `Σ O ⊙ G`.
+    fn reference_grads(c: &Case, x: &Inputs, gout: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let d = c.d;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut dq = vec![0.0f64; x.q.len()];
+        let mut dk = vec![0.0f64; x.k.len()];
+        let mut dv = vec![0.0f64; x.v.len()];
+        for bi in 0..c.b {
+            for hi in 0..c.h {
+                for ti in 0..c.t {
+                    let (sc, kv0) = scores(c, x, bi, hi, ti);
+                    let p = softmax(&sc);
+                    let row = ((bi * c.h + hi) * c.t + ti) * d;
+                    let go = &gout[row..][..d];
+                    let dp: Vec<f64> = (0..sc.len())
+                        .map(|j| (0..d).map(|xx| go[xx] as f64 * x.v[kv0 + j * d + xx] as f64).sum())
+                        .collect();
+                    let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                    for j in 0..sc.len() {
+                        let ds = p[j] * (dp[j] - delta);
+                        for xx in 0..d {
+                            dq[row + xx] += scale * ds * x.k[kv0 + j * d + xx] as f64;
+                            dk[kv0 + j * d + xx] += scale * ds * x.q[row + xx] as f64;
+                            dv[kv0 + j * d + xx] += p[j] * go[xx] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        (dq, dk, dv)
+    }
+
+    fn rel_error(got: &[f32], want: &[f64]) -> f64 {
+        let mut err = 0.0f64;
+        let mut scale = 1e-30f64;
+        for (g, w) in got.iter().zip(want) {
+            err = err.max((*g as f64 - w).abs());
+            scale = scale.max(w.abs());
+        }
+        if got.len() != want.len() {
+            return f64::INFINITY;
+        }
+        err / scale
+    }
+
+    fn fwd_bound(dtype: DType) -> f64 {
+        match dtype {
+            DType::F32 => 1e-4,
+            DType::F16 => 4e-3,
+            _ => 2e-2,
+        }
+    }
+
+    fn dtype_label(dtype: DType) -> &'static str {
+        match dtype {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            _ => "bf16",
+        }
+    }
+
+    /// Builds one case's device inputs (and host copies) on backend `B`'s inner device.
+    fn make_inputs(
+        c: &Case,
+        dtype: DType,
+        dev: &Dev,
+        rng: &mut Lcg,
+    ) -> (Tensor<Cuda, 4>, Tensor<Cuda, 4>, Tensor<Cuda, 4>, Inputs) {
+        let q = rand([c.b, c.h, c.t, c.d], 2.0, dtype, dev);
+        let (k, v) = match c.cache {
+            Some(cap) => (
+                rand([c.b, c.kvh, cap, c.d], 1.0, dtype, dev).narrow(2, 0, c.s),
+                rand([c.b, c.kvh, cap, c.d], 1.0, dtype, dev).narrow(2, 0, c.s),
+            ),
+            None => (
+                rand([c.b, c.kvh, c.s, c.d], 1.0, dtype, dev),
+                rand([c.b, c.kvh, c.s, c.d], 1.0, dtype, dev),
+            ),
+        };
+        let inputs = Inputs {
+            q: host(q.clone()),
+            k: host(k.clone()),
+            v: host(v.clone()),
+            bias: bias_values(c, rng),
+        };
+        (q, k, v, inputs)
+    }
+
+    fn bias_tensor<B: Backend>(x: &Inputs, c: &Case, dev: &B::Device) -> Option<AttentionBias<B>> {
+        x.bias
+            .as_ref()
+            .map(|(values, tb)| AttentionBias::<B>::from_host(values, c.b, *tb, c.s, dev))
+    }
+
+    fn check() -> bool {
+        let dev: Dev = Default::default();
+        let mut rng = Lcg(11);
+        let mut ok = true;
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for c in forward_cases() {
+                let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
+                let bias = bias_tensor::<Cuda>(&x, &c, &dev);
+                let before = fused_counts().0;
+                let o = fused_attention(q, k, v, c.causal, c.offset, c.lens.as_deref(), bias.as_ref());
+                let got = host(o);
+                let launched = fused_counts().0 - before;
+                let rows = rows_to_check(&c, &mut rng);
+                let err = forward_error(&c, &x, &got, &rows);
+                let bound = fwd_bound(dtype);
+                let pass = err <= bound && launched > 0;
+                ok &= pass;
+                println!(
+                    "{} fwd {} {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched}",
+                    if pass { "PASS" } else { "FAIL" },
+                    dtype_label(dtype),
+                    c.label()
+                );
+            }
+        }
+        for dtype in [DType::F32, DType::BF16] {
+            for c in backward_cases() {
+                let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
+                let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
+                let gh = host(g.clone());
+                let qa = Tensor::<Ad, 4>::from_inner(q).require_grad();
+                let ka = Tensor::<Ad, 4>::from_inner(k).require_grad();
+                let va = Tensor::<Ad, 4>::from_inner(v).require_grad();
+                let bias = bias_tensor::<Ad>(&x, &c, &dev);
+                let before = fused_counts().0;
+                let o = fused_attention(
+                    qa.clone(),
+                    ka.clone(),
+                    va.clone(),
+                    c.causal,
+                    c.offset,
+                    c.lens.as_deref(),
+                    bias.as_ref(),
+                );
+                let grads = (o * Tensor::<Ad, 4>::from_inner(g)).sum().backward();
+                let dq = host(qa.grad(&grads).expect("dq"));
+                let dk = host(ka.grad(&grads).expect("dk"));
+                let dv = host(va.grad(&grads).expect("dv"));
+                let launched = fused_counts().0 - before;
+                let (wq, wk, wv) = reference_grads(&c, &x, &gh);
+                let (eq, ek, ev) = (rel_error(&dq, &wq), rel_error(&dk, &wk), rel_error(&dv, &wv));
+                let bound = if dtype == DType::F32 { 1e-4 } else { 3e-2 };
+                let worst = eq.max(ek).max(ev);
+                // Forward (1 or 2 kernels) + 3 backward kernels.
+                let pass = worst <= bound && launched >= 4;
+                ok &= pass;
+                println!(
+                    "{} bwd {} {}: rel err dq {eq:.2e} dk {ek:.2e} dv {ev:.2e} (bound {bound:.0e}), kernels {launched}",
+                    if pass { "PASS" } else { "FAIL" },
+                    dtype_label(dtype),
+                    c.label()
+                );
+            }
+        }
+        ok
+    }
+
+    fn time<F: FnMut()>(iters: usize, dev: &Dev, mut f: F) -> f64 {
+        for _ in 0..2 {
+            f();
+        }
+        let _ = Cuda::sync(dev);
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let _ = Cuda::sync(dev);
+        t.elapsed().as_secs_f64() / iters as f64
+    }
+
+    fn bench(iters: usize, with_reference: bool) {
+        let dev: Dev = Default::default();
+        let dtype = DType::BF16;
+        let (h, kvh, d) = (28usize, 4usize, 128usize);
+        for (b, s) in [(16usize, 1024usize), (4, 4096), (2, 8192)] {
+            let q = rand([b, h, s, d], 1.0, dtype, &dev);
+            let k = rand([b, kvh, s, d], 1.0, dtype, &dev);
+            let v = rand([b, kvh, s, d], 1.0, dtype, &dev);
+            let flops = 4.0 * (b * h) as f64 * (s * s) as f64 * d as f64 / 2.0;
+            let tf = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+            });
+            let bwd_iters = (iters / 4).max(2);
+            let tfb = time(bwd_iters, &dev, || {
+                let qa = Tensor::<Ad, 4>::from_inner(q.clone()).require_grad();
+                let ka = Tensor::<Ad, 4>::from_inner(k.clone()).require_grad();
+                let va = Tensor::<Ad, 4>::from_inner(v.clone()).require_grad();
+                let o = fused_attention(qa.clone(), ka.clone(), va.clone(), true, 0, None, None);
+                let grads = o.sum().backward();
+                let _ = (qa.grad(&grads), ka.grad(&grads), va.grad(&grads));
+            });
+            let mut line = format!(
+                "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2}",
+                tf * 1e6,
+                flops / tf / 1e12,
+                tfb * 1e6,
+                3.5 * flops / tfb / 1e12
+            );
+            if with_reference {
+                let tr = time(iters.min(5), &dev, || {
+                    let _ = fused_reference(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+                });
+                line += &format!(",\"reference_fwd_us\":{:.1}", tr * 1e6);
+            }
+            println!("{line}}}");
+        }
+        for (b, s) in [(64usize, 2048usize), (256, 4096)] {
+            let q = rand([b, h, 1, d], 1.0, dtype, &dev);
+            let k = rand([b, kvh, s, d], 1.0, dtype, &dev);
+            let v = rand([b, kvh, s, d], 1.0, dtype, &dev);
+            let bytes = 2.0 * (b * kvh * s * d) as f64 * 2.0;
+            let t = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), false, 0, None, None);
+            });
+            println!(
+                "{{\"impl\":\"research-fused\",\"case\":\"decode\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"us\":{:.1},\"kv_tbps\":{:.3}}}",
+                t * 1e6,
+                bytes / t / 1e12
+            );
+        }
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.first().map(String::as_str) {
+            Some("check") => {
+                let ok = check();
+                let (launched, failed) = fused_counts();
+                println!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
+                if !ok || launched == 0 || failed > 0 {
+                    std::process::exit(1);
+                }
+            }
+            Some("bench") => {
+                let iters = args
+                    .iter()
+                    .position(|a| a == "--iters")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(20);
+                bench(iters, args.iter().any(|a| a == "--reference"));
+                let (launched, failed) = fused_counts();
+                eprintln!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
+            }
+            _ => {
+                eprintln!("usage: gpu-attention check | gpu-attention bench [--iters N] [--reference]");
+                std::process::exit(2);
+            }
+        }
+    }
+}
