@@ -15,8 +15,8 @@
 # .whl:
 #     bash tests/gpu/bench_retriever.sh      (JSON lines and logs under $OUT)
 # The whole script stops by BUDGET_S seconds (default 560, under a 10-minute device call): each
-# step gets at most what is left. Knobs: N, QUERIES, M, EFC, EFS, THREADS, ENC_BACKENDS,
-# SKIP_ENCODER=1, SKIP_SEARCH=1, DATA (where the vectors go).
+# step gets at most what is left. Knobs: N, QUERIES, M, EFC, EFS, THREADS, QUANT, ENC_BACKENDS,
+# ENC_DTYPE, ENC_BATCH, ENC_ITERS, TORCH_DEVICE, SKIP_ENCODER=1, SKIP_SEARCH=1, DATA (vectors).
 set -u
 START=$(date +%s)
 OUT=${OUT:-/tmp/bench-retriever}
@@ -74,12 +74,12 @@ fi
 status=0
 
 if [ "${SKIP_ENCODER:-0}" != 1 ]; then
+  E=(--batch "${ENC_BATCH:-512}" --tokens 180 --warmup 3 --iters "${ENC_ITERS:-10}" --dtype "${ENC_DTYPE:-f16}")
   for be in ${ENC_BACKENDS:-cuda tch-cuda}; do
-    CUBECL_AUTOTUNE_LEVEL=minimal step 150 "$BIN" bench encoder --family e5 --backend "$be" --dtype f16 \
-      --batch 512 --tokens 180 --warmup 3 --iters 10 | tee -a "$OUT/encoder.jsonl"
+    CUBECL_AUTOTUNE_LEVEL=minimal step 150 "$BIN" bench encoder --family e5 --backend "$be" "${E[@]}" | tee -a "$OUT/encoder.jsonl"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
   done
-  step 90 python3 tests/gpu/bench_encoder_torch.py --batch 512 --tokens 180 --warmup 3 --iters 10 | tee -a "$OUT/encoder.jsonl"
+  step 90 python3 tests/gpu/bench_encoder_torch.py --device "${TORCH_DEVICE:-cuda}" "${E[@]}" | tee -a "$OUT/encoder.jsonl"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 

@@ -70,6 +70,7 @@ def search_table(rs):
             r["index"] != "faiss-flat",
             r["system"] != "usearch",
             quant.get(r["quantization"], 3),
+            r.get("feed") or "",
             r.get("expansion_search") or 0,
         ),
     )
