@@ -102,8 +102,9 @@ fn python_has(python: &str, module: &str) -> bool {
 
 /// `cargo xtask bench retriever -- ARGS`.
 pub fn run_bench(features: &str, args: &[String]) -> Result<()> {
+    // clap prints --help (exit 0) or a usage error (exit 2) itself.
     let a = Args::try_parse_from(std::iter::once("bench retriever".to_string()).chain(args.iter().cloned()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .unwrap_or_else(|e| e.exit());
     run(cargo().args([
         "build",
         "--release",
