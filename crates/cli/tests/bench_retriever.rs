@@ -71,14 +71,24 @@ fn search_reports_every_quantization_and_ef_with_exact_recall_on_a_circle() {
         "2",
         "--min-seconds",
         "0",
+        "--quantization",
+        "f32,f16,i8,i8-maxabs",
     ]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 6, "3 quantizations × 2 efSearch: {out}");
+    assert_eq!(lines.len(), 8, "4 storages × 2 efSearch: {out}");
     for (i, l) in lines.iter().enumerate() {
-        let quant = ["f32", "f16", "i8"][i / 2];
-        assert_eq!(l["quantization"], quant);
-        assert_eq!(l["index"], format!("hnsw-{quant}"));
+        let (quant, index, feed) = [
+            ("f32", "hnsw-f32", "f32"),
+            ("f16", "hnsw-f16", "f32"),
+            ("i8", "hnsw-i8", "f32"),
+            ("i8", "hnsw-i8-maxabs", "i8-max-abs"),
+        ][i / 2];
+        assert_eq!(
+            (l["quantization"].as_str(), l["index"].as_str()),
+            (Some(quant), Some(index))
+        );
+        assert_eq!(l["feed"], feed);
         assert_eq!(l["expansion_search"], [16, 32][i % 2]);
         assert_eq!(
             (l["n"].as_u64(), l["queries"].as_u64(), l["k"].as_u64()),
@@ -86,7 +96,7 @@ fn search_reports_every_quantization_and_ef_with_exact_recall_on_a_circle() {
         );
         assert_eq!(l["recall"].as_f64(), Some(1.0), "{l}");
         // The saved index holds at least the vectors themselves.
-        let bytes = [4.0, 2.0, 1.0][i / 2] * 2.0;
+        let bytes = [4.0, 2.0, 1.0, 1.0][i / 2] * 2.0;
         assert!(l["bytes_per_vector"].as_f64().unwrap() > bytes, "{l}");
         assert!(l["qps"].as_f64().unwrap() > 0.0 && l["build_s"].as_f64().unwrap() >= 0.0);
     }
