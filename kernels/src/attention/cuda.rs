@@ -10,13 +10,14 @@
 //! The kernels (`*.cu` beside this file) are compiled by NVRTC for the device's architecture on
 //! first use (`sm_90` on Hopper), loaded once per device, and looked up by name:
 //! - forward, bf16/f16 with head dim 64/128 and at least 16 queries: `attn_fwd_mma_*`
-//!   (tensor-core FlashAttention-2);
+//!   (tensor-core FlashAttention-2, next tile's K/V fetched during this tile's products);
 //! - forward otherwise (f32, head dim 32, decode): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff): `attn_bwd_pre_*`, `attn_bwd_dkdv_*` (dK/dV reduced over the GQA group),
 //!   `attn_bwd_dq_*`, from the forward's saved log-sum-exp.
 //!
-//! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward (for comparisons).
+//! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
+//! tensor-core forward (for comparisons).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -154,8 +155,10 @@ fn dtype_name(dtype: DType) -> Option<&'static str> {
     }
 }
 
-fn simple_forced() -> bool {
-    std::env::var("RESEARCH_ATTENTION_KERNEL").is_ok_and(|v| v == "simple")
+/// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma1` the unpipelined
+/// tensor-core forward (for comparisons); anything else (or unset) the default choice.
+fn kernel_choice() -> Option<String> {
+    std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
 }
 
 /// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
@@ -428,7 +431,8 @@ fn forward(
 ) -> Result<(CT, CT), Fail> {
     let g = geometry(q, k, v)?;
     if let Some(l) = kv_len {
-        if l.dtype != DType::I32 || l.meta.shape().to_vec() != vec![g.b] {
+        let lens_shape = l.meta.shape().to_vec();
+        if l.dtype != DType::I32 || lens_shape.len() != 1 || lens_shape[0] != g.b {
             return Err(Fail::Unsupported);
         }
     }
@@ -444,11 +448,18 @@ fn forward(
     let strides_ok = [p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss]
         .iter()
         .all(|s| s % 8 == 0);
-    let mma = (g.dtype != DType::F32 && (d == 64 || d == 128) && g.t >= 16 && strides_ok && !simple_forced())
+    let choice = kernel_choice();
+    let kind = if choice.as_deref() == Some("mma1") {
+        "fwd_mma1"
+    } else {
+        "fwd_mma"
+    };
+    let simple_forced = choice.as_deref() == Some("simple");
+    let mma = (g.dtype != DType::F32 && (d == 64 || d == 128) && g.t >= 16 && strides_ok && !simple_forced)
         .then(|| -> Result<Launch, Fail> {
             Ok(Launch {
                 module: "fwd_mma",
-                entry: format!("attn_fwd_mma_{dt}_d{d}"),
+                entry: format!("attn_{kind}_{dt}_d{d}"),
                 grid: grid(g.t.div_ceil(MMA_BM), g.h, g.b)?,
                 smem: 0,
             })

@@ -153,7 +153,7 @@ pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 pub fn entries(name: &str) -> Vec<String> {
     let kinds: &[&str] = match name {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
-        "fwd_mma" => &["fwd_mma"],
+        "fwd_mma" => &["fwd_mma", "fwd_mma1"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
         _ => &[],
     };
@@ -161,7 +161,7 @@ pub fn entries(name: &str) -> Vec<String> {
     for kind in kinds {
         for dt in ["f32", "bf16", "f16"] {
             for d in HEAD_DIMS {
-                let mma = *kind == "fwd_mma";
+                let mma = kind.starts_with("fwd_mma");
                 if mma && (dt == "f32" || d == 32) {
                     continue;
                 }
@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn entries_cover_the_instances() {
-        assert_eq!(entries("fwd_mma").len(), 4);
+        assert_eq!(entries("fwd_mma").len(), 8);
+        assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);
     }

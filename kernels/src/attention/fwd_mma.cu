@@ -24,6 +24,31 @@ __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
 }
 
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most N of this thread's committed cp.async groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Issues the copies of keys j0..j0+MMA_BN of one operand into padded shared memory (rows past S
+// zero-filled with ordinary stores); not committed.
+template <int D>
+__device__ __forceinline__ void load_tile(u16* dst, const u16* src, i64 stride, i64 j0, i64 S, int tid) {
+    constexpr int LDS = D + MMA_PAD;
+    for (int i = tid; i < MMA_BN * (D / 8); i += 128) {
+        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        const i64 j = j0 + r;
+        u16* d = &dst[r * LDS + c];
+        if (j < S) {
+            cp_async16(d, src + j * stride + c);
+        } else {
+            *(uint4*)d = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
 __device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
@@ -59,7 +84,10 @@ __device__ __forceinline__ void mma16816<2>(float* c, const u32* a, u32 b0, u32 
 
 __device__ __forceinline__ u32 ld_u32(const u16* p) { return *(const u32*)p; }
 
-template <int DT, int D>
+// PIPE: K of the next tile is fetched during this tile's P V and V of the next tile during its
+// Q Kᵀ (one buffer each, two cp.async groups in flight); without PIPE each tile is loaded, waited
+// for, then computed (the first version, kept as `attn_fwd_mma1_*` for comparison).
+template <int DT, int D, bool PIPE>
 __device__ __forceinline__ void fwd_mma(const Params& p) {
     constexpr int LDS = D + MMA_PAD;
     constexpr int KS = D / 16;      // k-steps of Q Kᵀ
@@ -102,23 +130,23 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
     for (int i = 0; i < DT8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
     float mA = NEG_INF, mB = NEG_INF, lA = 0.f, lB = 0.f;
 
+    if (PIPE && block_end > 0) {
+        load_tile<D>(Ks, kp, p.k_ss, 0, p.S, tid);
+        cp_async_commit();
+        load_tile<D>(Vs, vp, p.v_ss, 0, p.S, tid);
+        cp_async_commit();
+    }
     for (i64 j0 = 0; j0 < block_end; j0 += MMA_BN) {
-        __syncthreads();
-        for (int i = tid; i < MMA_BN * (D / 8); i += blockDim.x) {
-            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-            const i64 j = j0 + r;
-            u16* dk = &Ks[r * LDS + c];
-            u16* dv = &Vs[r * LDS + c];
-            if (j < p.S) {
-                cp_async16(dk, kp + j * p.k_ss + c);
-                cp_async16(dv, vp + j * p.v_ss + c);
-            } else {
-                *(uint4*)dk = make_uint4(0u, 0u, 0u, 0u);
-                *(uint4*)dv = make_uint4(0u, 0u, 0u, 0u);
-            }
+        if (PIPE) {
+            cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
+            __syncthreads();
+        } else {
+            __syncthreads();
+            load_tile<D>(Ks, kp, p.k_ss, j0, p.S, tid);
+            load_tile<D>(Vs, vp, p.v_ss, j0, p.S, tid);
+            cp_async_wait_all();
+            __syncthreads();
         }
-        cp_async_wait_all();
-        __syncthreads();
 
         // S = Q Kᵀ for this warp's 16 rows x 64 keys.
         float sacc[NT][4];
@@ -189,6 +217,16 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
             lB += sacc[nt][2] + sacc[nt][3];
         }
 
+        const bool more = j0 + MMA_BN < block_end;
+        if (PIPE) {
+            cp_async_wait<0>();  // this tile's V has landed
+            __syncthreads();     // ... for every thread, and every warp is done reading K
+            if (more) {
+                load_tile<D>(Ks, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+                cp_async_commit();
+            }
+        }
+
         // O += P V: P's accumulator layout is the A-fragment layout of the next product.
 #pragma unroll
         for (int kk = 0; kk < MMA_BN / 16; ++kk) {
@@ -204,6 +242,11 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
                 mma16816<DT>(oacc[2 * dp], pa, b0, b1);
                 mma16816<DT>(oacc[2 * dp + 1], pa, b2, b3);
             }
+        }
+        if (PIPE && more) {
+            __syncthreads();  // every warp is done reading V
+            load_tile<D>(Vs, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
+            cp_async_commit();
         }
     }
 
@@ -226,9 +269,12 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
     }
 }
 
-#define MMA_INSTANCE(NAME, DT, D)                                                                    \
-    extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_##NAME##_d##D(const Params p) { \
-        fwd_mma<DT, D>(p);                                                                           \
+#define MMA_INSTANCE(NAME, DT, D)                                                                     \
+    extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma_##NAME##_d##D(const Params p) {\
+        fwd_mma<DT, D, true>(p);                                                                      \
+    }                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma1_##NAME##_d##D(const Params p) { \
+        fwd_mma<DT, D, false>(p);                                                                     \
     }
 
 MMA_INSTANCE(bf16, 1, 64)

@@ -67,18 +67,42 @@ __device__ __forceinline__ void fwd_simple(const Params& p) {
         end[i] = r < R ? key_end(p, b, r % p.T) : 0;
     }
 
+    // 16-byte loads of K/V rows when every row starts 16-byte aligned (the usual case).
+    constexpr int EPV = 16 / sizeof(T);
+    const bool vec = ((((unsigned long long)k) | ((unsigned long long)v) |
+                       (unsigned long long)(p.k_ss * (i64)sizeof(T)) | (unsigned long long)(p.v_ss * (i64)sizeof(T))) &
+                      15ull) == 0;
     for (i64 j0 = k_lo; j0 < k_hi; j0 += SIMPLE_KT) {
         __syncthreads();
-        for (int i = threadIdx.x; i < SIMPLE_KT * D; i += blockDim.x) {
-            const int jj = i / D, x = i % D;
-            const i64 j = j0 + jj;
-            float kv = 0.f, vv = 0.f;
-            if (j < k_hi) {
-                kv = Elem<DT>::load(k + j * p.k_ss + x);
-                vv = Elem<DT>::load(v + j * p.v_ss + x);
+        if (vec) {
+            for (int i = threadIdx.x; i < SIMPLE_KT * (D / EPV); i += blockDim.x) {
+                const int jj = i / (D / EPV), x = (i % (D / EPV)) * EPV;
+                const i64 j = j0 + jj;
+                uint4 k4 = make_uint4(0u, 0u, 0u, 0u), v4 = k4;
+                if (j < k_hi) {
+                    k4 = *(const uint4*)(k + j * p.k_ss + x);
+                    v4 = *(const uint4*)(v + j * p.v_ss + x);
+                }
+                const T* ke = (const T*)&k4;
+                const T* ve = (const T*)&v4;
+#pragma unroll
+                for (int e = 0; e < EPV; ++e) {
+                    Ks[jj][x + e] = Elem<DT>::load(ke + e);
+                    Vs[jj][x + e] = Elem<DT>::load(ve + e);
+                }
             }
-            Ks[jj][x] = kv;
-            Vs[jj][x] = vv;
+        } else {
+            for (int i = threadIdx.x; i < SIMPLE_KT * D; i += blockDim.x) {
+                const int jj = i / D, x = i % D;
+                const i64 j = j0 + jj;
+                float kv = 0.f, vv = 0.f;
+                if (j < k_hi) {
+                    kv = Elem<DT>::load(k + j * p.k_ss + x);
+                    vv = Elem<DT>::load(v + j * p.v_ss + x);
+                }
+                Ks[jj][x] = kv;
+                Vs[jj][x] = vv;
+            }
         }
         __syncthreads();
 #pragma unroll

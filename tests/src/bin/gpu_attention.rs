@@ -13,9 +13,11 @@
 //! decode lengths, an additive bias (per query and broadcast over queries) and a strided K/V view
 //! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
 //! fallback). Exit status 1 on any failure.
-//! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward and
-//! forward+backward, and decode (one query per sequence over the whole cache); `--reference` adds
-//! the reference path's forward time.
+//! The 16-bit forward cases run once per forward kernel (`[default]`: the pipelined tensor-core
+//! kernel where it applies; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
+//! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
+//! `mma1` kernel) and forward+backward, and decode (one query per sequence over the whole cache);
+//! `--reference` adds the reference path's forward time.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -310,12 +312,12 @@ mod imp {
                         .map(|j| (0..d).map(|xx| go[xx] as f64 * x.v[kv0 + j * d + xx] as f64).sum())
                         .collect();
                     let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                    for j in 0..sc.len() {
-                        let ds = p[j] * (dp[j] - delta);
-                        for xx in 0..d {
+                    for (j, (&pj, &dpj)) in p.iter().zip(&dp).enumerate() {
+                        let ds = pj * (dpj - delta);
+                        for (xx, &gx) in go.iter().enumerate() {
                             dq[row + xx] += scale * ds * x.k[kv0 + j * d + xx] as f64;
                             dk[kv0 + j * d + xx] += scale * ds * x.q[row + xx] as f64;
-                            dv[kv0 + j * d + xx] += p[j] * go[xx] as f64;
+                            dv[kv0 + j * d + xx] += pj * gx as f64;
                         }
                     }
                 }
@@ -386,31 +388,52 @@ mod imp {
             .map(|(values, tb)| AttentionBias::<B>::from_host(values, c.b, *tb, c.s, dev))
     }
 
+    /// Picks the forward kernel (`RESEARCH_ATTENTION_KERNEL`, read at each call).
+    fn set_variant(variant: &str) {
+        match variant {
+            "default" => std::env::remove_var("RESEARCH_ATTENTION_KERNEL"),
+            v => std::env::set_var("RESEARCH_ATTENTION_KERNEL", v),
+        }
+    }
+
     fn check() -> bool {
         let dev: Dev = Default::default();
         let mut rng = Lcg(11);
         let mut ok = true;
+        // Each forward kernel variant for the 16-bit types: the default (pipelined tensor-core
+        // kernel where it applies), the first unpipelined one, and the scalar kernel everywhere.
+        let variants = |dtype: DType| -> &'static [&'static str] {
+            if dtype == DType::F32 {
+                &["default"]
+            } else {
+                &["default", "mma1", "simple"]
+            }
+        };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            for c in forward_cases() {
-                let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
-                let bias = bias_tensor::<Cuda>(&x, &c, &dev);
-                let before = fused_counts().0;
-                let o = fused_attention(q, k, v, c.causal, c.offset, c.lens.as_deref(), bias.as_ref());
-                let got = host(o);
-                let launched = fused_counts().0 - before;
-                let rows = rows_to_check(&c, &mut rng);
-                let err = forward_error(&c, &x, &got, &rows);
-                let bound = fwd_bound(dtype);
-                let pass = err <= bound && launched > 0;
-                ok &= pass;
-                println!(
-                    "{} fwd {} {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched}",
-                    if pass { "PASS" } else { "FAIL" },
-                    dtype_label(dtype),
-                    c.label()
-                );
+            for &variant in variants(dtype) {
+                set_variant(variant);
+                for c in forward_cases() {
+                    let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
+                    let bias = bias_tensor::<Cuda>(&x, &c, &dev);
+                    let before = fused_counts().0;
+                    let o = fused_attention(q, k, v, c.causal, c.offset, c.lens.as_deref(), bias.as_ref());
+                    let got = host(o);
+                    let launched = fused_counts().0 - before;
+                    let rows = rows_to_check(&c, &mut rng);
+                    let err = forward_error(&c, &x, &got, &rows);
+                    let bound = fwd_bound(dtype);
+                    let pass = err <= bound && launched > 0;
+                    ok &= pass;
+                    println!(
+                        "{} fwd {} [{variant}] {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched}",
+                        if pass { "PASS" } else { "FAIL" },
+                        dtype_label(dtype),
+                        c.label()
+                    );
+                }
             }
         }
+        set_variant("default");
         for dtype in [DType::F32, DType::BF16] {
             for c in backward_cases() {
                 let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
@@ -478,6 +501,11 @@ mod imp {
             let tf = time(iters, &dev, || {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
+            set_variant("mma1");
+            let tf1 = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+            });
+            set_variant("default");
             let bwd_iters = (iters / 4).max(2);
             let tfb = time(bwd_iters, &dev, || {
                 let qa = Tensor::<Ad, 4>::from_inner(q.clone()).require_grad();
@@ -488,11 +516,13 @@ mod imp {
                 let _ = (qa.grad(&grads), ka.grad(&grads), va.grad(&grads));
             });
             let mut line = format!(
-                "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2}",
+                "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2},\"fwd_mma1_us\":{:.1},\"fwd_mma1_tflops\":{:.2}",
                 tf * 1e6,
                 flops / tf / 1e12,
                 tfb * 1e6,
-                3.5 * flops / tfb / 1e12
+                3.5 * flops / tfb / 1e12,
+                tf1 * 1e6,
+                flops / tf1 / 1e12
             );
             if with_reference {
                 let tr = time(iters.min(5), &dev, || {
