@@ -2,8 +2,10 @@
 //!
 //! [`attention::attention`] is the reference path: plain burn tensor ops, GQA without repeating
 //! keys/values, f32 softmax. It runs on every backend and is what the CPU and libtorch backends use.
-//! Fused CUDA kernels for burn-cuda (prefill, decode, backward) will sit beside it behind the same
-//! signature (issue 6).
+//! [`attention::fused_attention`] is the fused route (issue 6): CUDA C++ kernels compiled at run
+//! time by NVRTC (feature `nvrtc`; launched on burn-cuda with feature `cuda`) for prefill, decode
+//! and the backward, the reference path elsewhere; the models reach it through
+//! [`attention::attention_auto`] when `RESEARCH_ATTENTION=fused`.
 
 //!
 //! [`linear::linear`] is the model's `x @ W (+ b)`: burn's matmul on every backend, and on

@@ -256,12 +256,3 @@ __device__ __forceinline__ void bwd_dq(const Params& p) {
         bwd_dq<DT, D>(p);                                                                             \
     }
 
-BWD_INSTANCES(f32, 0, 32)
-BWD_INSTANCES(f32, 0, 64)
-BWD_INSTANCES(f32, 0, 128)
-BWD_INSTANCES(bf16, 1, 32)
-BWD_INSTANCES(bf16, 1, 64)
-BWD_INSTANCES(bf16, 1, 128)
-BWD_INSTANCES(f16, 2, 32)
-BWD_INSTANCES(f16, 2, 128)
-BWD_INSTANCES(f16, 2, 64)

@@ -360,6 +360,9 @@ struct Buffers {
 #[derive(Clone, Debug)]
 struct Launch {
     module: &'static str,
+    /// The module instance: dtype name and head dim.
+    dt: &'static str,
+    d: usize,
     entry: String,
     grid: (u32, u32, u32),
     smem: u32,
@@ -400,18 +403,24 @@ fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
     Ok(vec![
         Launch {
             module: "bwd",
+            dt,
+            d,
             entry: format!("attn_bwd_pre_{dt}_d{d}"),
             grid: grid((g.b * g.h * g.t).div_ceil(4), 1, 1)?,
             smem: 0,
         },
         Launch {
             module: "bwd",
+            dt,
+            d,
             entry: format!("attn_bwd_dkdv_{dt}_d{d}"),
             grid: grid(g.s.div_ceil(BWD_KT), g.kvh, g.b)?,
             smem: dkdv_smem,
         },
         Launch {
             module: "bwd",
+            dt,
+            d,
             entry: format!("attn_bwd_dq_{dt}_d{d}"),
             grid: grid((groups * g.t).div_ceil(SIMPLE_ROWS), 1, g.b * g.kvh)?,
             smem: dq_smem,
@@ -459,6 +468,8 @@ fn forward(
         .then(|| -> Result<Launch, Fail> {
             Ok(Launch {
                 module: "fwd_mma",
+                dt,
+                d,
                 entry: format!("attn_{kind}_{dt}_d{d}"),
                 grid: grid(g.t.div_ceil(MMA_BM), g.h, g.b)?,
                 smem: 0,
@@ -478,6 +489,8 @@ fn forward(
     splits = g.s.div_ceil(split_len);
     let mut simple = vec![Launch {
         module: "fwd_simple",
+        dt,
+        d,
         entry: format!("attn_fwd_simple_{dt}_d{d}"),
         grid: grid(splits, row_blocks, g.b * g.kvh)?,
         smem: 0,
@@ -498,6 +511,8 @@ fn forward(
         buffers.part_ml = Some(client.empty(splits * rows * 2 * 4));
         simple.push(Launch {
             module: "fwd_simple",
+            dt,
+            d,
             entry: format!("attn_fwd_combine_{dt}_d{d}"),
             grid: grid(rows.div_ceil(4), 1, 1)?,
             smem: 0,
@@ -621,7 +636,7 @@ struct KState {
     streams: HashMap<(DevKey, u64), usize>,
     /// `(major, minor)` compute capability per device.
     arch: HashMap<DevKey, (i32, i32)>,
-    modules: HashMap<(DevKey, &'static str), Result<usize, String>>,
+    modules: HashMap<(DevKey, &'static str, &'static str, usize), Result<usize, String>>,
     functions: HashMap<(DevKey, String), usize>,
 }
 
@@ -673,8 +688,8 @@ impl KState {
         Ok((major, minor))
     }
 
-    fn module(&mut self, device: DevKey, name: &'static str) -> Result<usize, String> {
-        if let Some(m) = self.modules.get(&(device, name)) {
+    fn module(&mut self, device: DevKey, name: &'static str, dt: &'static str, d: usize) -> Result<usize, String> {
+        if let Some(m) = self.modules.get(&(device, name, dt, d)) {
             return m.clone();
         }
         let (major, minor) = self.arch(device)?;
@@ -683,7 +698,7 @@ impl KState {
                 "compute capability {major}.{minor} < 8.0 (mma.sync bf16, cp.async)"
             ))
         } else {
-            super::nvrtc::ptx(name, &format!("sm_{major}{minor}")).and_then(|ptx| {
+            super::nvrtc::ptx(name, dt, d, &format!("sm_{major}{minor}")).and_then(|ptx| {
                 let image = CString::new(ptx).map_err(|e| format!("PTX with NUL: {e}"))?;
                 let mut module: cu::CUmodule = std::ptr::null_mut();
                 // SAFETY: a NUL-terminated PTX image; the module is kept for the process.
@@ -696,7 +711,7 @@ impl KState {
                 Ok(module as usize)
             })
         };
-        self.modules.insert((device, name), loaded.clone());
+        self.modules.insert((device, name, dt, d), loaded.clone());
         loaded
     }
 
@@ -704,7 +719,7 @@ impl KState {
         if let Some(&f) = self.functions.get(&(device, launch.entry.clone())) {
             return Ok(f);
         }
-        let module = self.module(device, launch.module)? as cu::CUmodule;
+        let module = self.module(device, launch.module, launch.dt, launch.d)? as cu::CUmodule;
         let name = CString::new(launch.entry.as_str()).map_err(|e| e.to_string())?;
         let mut f: cu::CUfunction = std::ptr::null_mut();
         // SAFETY: a loaded module and a NUL-terminated name.

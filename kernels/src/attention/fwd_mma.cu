@@ -277,7 +277,3 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
         fwd_mma<DT, D, false>(p);                                                                     \
     }
 
-MMA_INSTANCE(bf16, 1, 64)
-MMA_INSTANCE(bf16, 1, 128)
-MMA_INSTANCE(f16, 2, 64)
-MMA_INSTANCE(f16, 2, 128)

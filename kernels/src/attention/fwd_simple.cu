@@ -204,12 +204,3 @@ __device__ __forceinline__ void fwd_combine(const Params& p) {
         fwd_combine<DT, D>(p);                                                                          \
     }
 
-SIMPLE_INSTANCES(f32, 0, 64)
-SIMPLE_INSTANCES(f32, 0, 128)
-SIMPLE_INSTANCES(bf16, 1, 64)
-SIMPLE_INSTANCES(bf16, 1, 128)
-SIMPLE_INSTANCES(f16, 2, 64)
-SIMPLE_INSTANCES(f16, 2, 128)
-SIMPLE_INSTANCES(f32, 0, 32)
-SIMPLE_INSTANCES(bf16, 1, 32)
-SIMPLE_INSTANCES(f16, 2, 32)

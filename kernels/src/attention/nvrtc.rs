@@ -1,8 +1,10 @@
 //! The attention kernels' CUDA C++ sources and their run-time compilation with NVRTC.
 //!
 //! The sources (`*.cu` beside this file) are embedded with `include_str!`; `common.cuh` is
-//! prepended to each, so they need no CUDA headers. Compilation targets one GPU architecture
-//! (`sm_90` on Hopper) and is cached per process and architecture.
+//! prepended to each, so they need no CUDA headers. A module holds templates and an
+//! instantiation macro; [`source`] appends the macro's invocations for the requested
+//! `(dtype, head dim)` pairs, so a process compiles only what it launches. Compilation targets one
+//! GPU architecture (`sm_90` on Hopper) and is cached per process.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -12,20 +14,40 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 /// Definitions shared by every kernel source.
 pub const COMMON: &str = include_str!("common.cuh");
 
-/// `(module name, source)` of each kernel module.
-pub const MODULES: [(&str, &str); 3] = [
-    ("fwd_simple", include_str!("fwd_simple.cu")),
-    ("fwd_mma", include_str!("fwd_mma.cu")),
-    ("bwd", include_str!("bwd.cu")),
+/// `(module name, source, instantiation macro)` of each kernel module.
+pub const MODULES: [(&str, &str, &str); 3] = [
+    ("fwd_simple", include_str!("fwd_simple.cu"), "SIMPLE_INSTANCES"),
+    ("fwd_mma", include_str!("fwd_mma.cu"), "MMA_INSTANCE"),
+    ("bwd", include_str!("bwd.cu"), "BWD_INSTANCES"),
 ];
 
-/// The full text NVRTC compiles for module `name` (common definitions + the module), or `None`
-/// for an unknown name.
-pub fn source(name: &str) -> Option<String> {
-    MODULES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, src)| format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}"))
+/// The element types the kernels take: name in entry points and the `DT` code of `common.cuh`.
+pub const DTYPES: [(&str, u8); 3] = [("f32", 0), ("bf16", 1), ("f16", 2)];
+
+/// Every `(dtype name, head dim)` module `name` can be instantiated for.
+pub fn all_variants(name: &str) -> Vec<(&'static str, usize)> {
+    let mut out = Vec::new();
+    for (dt, _) in DTYPES {
+        for d in super::HEAD_DIMS {
+            if name == "fwd_mma" && (dt == "f32" || d == 32) {
+                continue;
+            }
+            out.push((dt, d));
+        }
+    }
+    out
+}
+
+/// The full text NVRTC compiles for module `name` instantiated for `variants` (dtype name, head
+/// dim), or `None` for an unknown module or dtype.
+pub fn source(name: &str, variants: &[(&str, usize)]) -> Option<String> {
+    let (_, src, mac) = MODULES.iter().find(|(n, _, _)| *n == name)?;
+    let mut text = format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}\n");
+    for &(dt, d) in variants {
+        let (_, code) = DTYPES.iter().find(|(n, _)| *n == dt)?;
+        text += &format!("{mac}({dt}, {code}, {d})\n");
+    }
+    Some(text)
 }
 
 /// Whether libnvrtc can be loaded (checked once).
@@ -35,9 +57,10 @@ pub fn nvrtc_present() -> bool {
     *PRESENT.get_or_init(|| unsafe { cudarc::nvrtc::sys::is_culib_present() })
 }
 
-/// Compiles module `name` to PTX for `arch` (e.g. `sm_90`), uncached. Errors carry NVRTC's log.
-pub fn compile(name: &str, arch: &str) -> Result<String, String> {
-    let src = source(name).ok_or_else(|| format!("unknown attention kernel module `{name}`"))?;
+/// Compiles module `name` for `variants` to PTX for `arch` (e.g. `sm_90`), uncached. Errors carry
+/// NVRTC's log.
+pub fn compile(name: &str, variants: &[(&str, usize)], arch: &str) -> Result<String, String> {
+    let src = source(name, variants).ok_or_else(|| format!("unknown attention kernel module `{name}` or dtype"))?;
     if !nvrtc_present() {
         return Err("libnvrtc not found".into());
     }
@@ -60,17 +83,17 @@ pub fn compile(name: &str, arch: &str) -> Result<String, String> {
     }
 }
 
-/// [`compile`], cached per process by `(name, arch)` (failures too, so a broken source is
-/// reported once).
-pub fn ptx(name: &str, arch: &str) -> Result<String, String> {
-    type Cache = Mutex<HashMap<(String, String), Result<String, String>>>;
+/// [`compile`] for one `(dtype, head dim)`, cached per process (failures too, so a broken source
+/// is reported once).
+pub fn ptx(name: &str, dtype: &str, d: usize, arch: &str) -> Result<String, String> {
+    type Cache = Mutex<HashMap<(String, String, usize, String), Result<String, String>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let key = (name.to_string(), arch.to_string());
+    let key = (name.to_string(), dtype.to_string(), d, arch.to_string());
     if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return hit.clone();
     }
-    let built = compile(name, arch);
+    let built = compile(name, &[(dtype, d)], arch);
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -82,22 +105,25 @@ pub fn ptx(name: &str, arch: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    /// Every kernel module compiles for Hopper and exports the entry points the launcher looks up.
-    /// Needs libnvrtc (e.g. `LD_LIBRARY_PATH=<venv>/site-packages/nvidia/cu13/lib`); skipped with a
-    /// note when it cannot be loaded (CI).
+    /// Every kernel module compiles for Hopper with all its instances and exports the entry points
+    /// the launcher looks up, each taking the one parameter struct. Needs libnvrtc (e.g.
+    /// `LD_LIBRARY_PATH=<venv>/site-packages/nvidia/cu13/lib`); skipped with a note when it cannot
+    /// be loaded (CI). `RESEARCH_ATTENTION_PTX_DIR=dir` also writes the PTX there (for
+    /// `ptxas -arch=sm_90 -v`: registers, spills, shared memory).
     #[test]
     fn kernels_compile_for_sm90() {
         if !nvrtc_present() {
             eprintln!("skipped: libnvrtc not found (set LD_LIBRARY_PATH to a CUDA 12/13 lib folder)");
             return;
         }
-        for (name, _) in MODULES {
-            let ptx = compile(name, "sm_90").unwrap_or_else(|e| panic!("{e}"));
-            // For inspection with ptxas (`ptxas -arch=sm_90 -v`): registers, spills, shared memory.
+        for (name, _, _) in MODULES {
+            let ptx = compile(name, &all_variants(name), "sm_90").unwrap_or_else(|e| panic!("{e}"));
             if let Some(dir) = std::env::var_os("RESEARCH_ATTENTION_PTX_DIR") {
                 std::fs::write(std::path::Path::new(&dir).join(format!("{name}.ptx")), &ptx).unwrap();
             }
-            for entry in crate::attention::fused::entries(name) {
+            let entries = crate::attention::fused::entries(name);
+            assert!(!entries.is_empty());
+            for entry in entries {
                 assert!(
                     ptx.contains(&format!(".entry {entry}(")),
                     "{name}.cu: PTX lacks entry {entry}"
@@ -123,9 +149,25 @@ mod tests {
         }
     }
 
+    /// A single-variant compile holds exactly that variant's entry points.
     #[test]
-    fn unknown_module_is_an_error() {
-        assert!(source("nope").is_none());
-        assert!(compile("nope", "sm_90").is_err());
+    fn single_variant_holds_only_its_entries() {
+        let src = source("bwd", &[("bf16", 64)]).unwrap();
+        assert!(src.ends_with("BWD_INSTANCES(bf16, 1, 64)\n"));
+        assert_eq!(src.matches("BWD_INSTANCES(").count(), 2, "definition + one invocation");
+        if !nvrtc_present() {
+            eprintln!("skipped the NVRTC half: libnvrtc not found");
+            return;
+        }
+        let ptx = ptx("bwd", "bf16", 64, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+        assert!(ptx.contains(".entry attn_bwd_dq_bf16_d64("));
+        assert!(!ptx.contains("attn_bwd_dq_f32_d64"));
+    }
+
+    #[test]
+    fn unknown_module_or_dtype_is_an_error() {
+        assert!(source("nope", &[]).is_none());
+        assert!(source("bwd", &[("f64", 64)]).is_none());
+        assert!(compile("nope", &[], "sm_90").is_err());
     }
 }
