@@ -205,13 +205,14 @@ pub struct UpdateStats {
 }
 
 /// The frozen reference model of the KL term, and where it runs.
+#[allow(clippy::large_enum_variant)] // one per learner; boxing the model buys nothing
 pub enum Reference<B: Backend> {
     /// On the training device, in the training dtype.
     Device(Qwen2ForCausalLM<B>),
     /// On the CPU (burn-ndarray, f32): leaves the device's memory to the policy; its log-prob
     /// pass runs on the host (slow for big models).
     #[cfg(feature = "cpu")]
-    Cpu(Qwen2ForCausalLM<CpuReferenceBackend>),
+    Cpu(Box<Qwen2ForCausalLM<CpuReferenceBackend>>),
 }
 
 /// The backend of [`Reference::Cpu`].

@@ -620,7 +620,7 @@ fn summarize(rewards: &[f32], format_fail: usize, rollouts: &[research_agent::Ro
 #[cfg(feature = "cpu")]
 fn reference_on_cpu<B: burn::tensor::backend::Backend>(dir: &ModelDir) -> Result<(Qwen2Config, Reference<B>)> {
     let (mc, m) = load_model::<CpuReferenceBackend>(dir, FloatType::F32, &Default::default())?;
-    Ok((mc, Reference::Cpu(m)))
+    Ok((mc, Reference::Cpu(Box::new(m))))
 }
 
 #[cfg(not(feature = "cpu"))]

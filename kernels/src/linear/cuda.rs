@@ -660,7 +660,10 @@ impl Backward<Cuda, 2> for LinearBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (x, w) = ops.state;
-        let (x, w): (CT, CT) = (checkpointer.retrieve_node_output(x), checkpointer.retrieve_node_output(w));
+        let (x, w): (CT, CT) = (
+            checkpointer.retrieve_node_output(x),
+            checkpointer.retrieve_node_output(w),
+        );
         let [px, pw] = ops.parents;
         if let Some(node) = pw {
             grads.register::<Cuda>(node.id, grad_w(x, grad.clone()));
@@ -677,7 +680,10 @@ impl Backward<Cuda, 3> for LinearBiasBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (x, w) = ops.state;
-        let (x, w): (CT, CT) = (checkpointer.retrieve_node_output(x), checkpointer.retrieve_node_output(w));
+        let (x, w): (CT, CT) = (
+            checkpointer.retrieve_node_output(x),
+            checkpointer.retrieve_node_output(w),
+        );
         let [px, pw, pb] = ops.parents;
         if let Some(node) = pb {
             grads.register::<Cuda>(node.id, grad_b(grad.clone()));
@@ -712,7 +718,10 @@ impl Backward<Cuda, 2> for BmmBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cuda>(&ops.node);
         let (a, b) = ops.state;
-        let (a, b): (CT, CT) = (checkpointer.retrieve_node_output(a), checkpointer.retrieve_node_output(b));
+        let (a, b): (CT, CT) = (
+            checkpointer.retrieve_node_output(a),
+            checkpointer.retrieve_node_output(b),
+        );
         let [pa, pb] = ops.parents;
         if let Some(node) = pb {
             grads.register::<Cuda>(node.id, bmm_or_matmul(swap_last(a), grad.clone()));
