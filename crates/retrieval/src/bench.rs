@@ -254,20 +254,7 @@ pub enum Feed {
     I8MaxAbs,
 }
 
-/// `x` scaled so that its largest |component| is 127, rounded to the nearest integer (halves
-/// away from zero); all zeros stay zeros.
-pub fn quantize_max_abs(x: &[f32], out: &mut [i8]) {
-    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    // `f32::max` skips NaN, and a NaN component casts to 0.
-    if max <= 0.0 {
-        out.iter_mut().for_each(|o| *o = 0);
-        return;
-    }
-    let scale = 127.0 / max;
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = (v * scale).round().clamp(-127.0, 127.0) as i8;
-    }
-}
+pub use crate::quant::quantize_max_abs;
 
 /// Adds (or searches) one f32 row the way `feed` says.
 fn add_row(index: &usearch::Index, feed: Feed, key: u64, row: &[f32], buf: &mut Vec<i8>) -> Result<()> {

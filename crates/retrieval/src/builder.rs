@@ -422,14 +422,20 @@ fn build_hnsw(out: &Path, m: &Manifest, threads: usize, progress: bool) -> Resul
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| -> Result<()> {
+                    let mut buf = vec![0i8; m.encoder.dims];
                     loop {
                         let key = next.fetch_add(1, Ordering::Relaxed);
                         if key >= rows {
                             return Ok(());
                         }
-                        index
-                            .add(key, vectors.row(key as usize))
-                            .map_err(usearch_err("adding a vector"))?;
+                        let row = vectors.row(key as usize);
+                        if m.quantization == Quantization::I8 {
+                            crate::quant::quantize_max_abs(row, &mut buf);
+                            index.add(key, buf.as_slice())
+                        } else {
+                            index.add(key, row)
+                        }
+                        .map_err(usearch_err("adding a vector"))?;
                         bar.inc(1);
                     }
                 })

@@ -29,6 +29,7 @@ pub mod builder;
 pub mod corpus;
 pub mod error;
 pub mod manifest;
+pub mod quant;
 pub mod retriever;
 
 pub use builder::{build_index, build_with_encoder, default_threads, usearch_index, BuildConfig, BuildReport};

@@ -333,8 +333,17 @@ impl Retriever {
                 .map(|(outs, qs)| {
                     s.spawn(move || -> Result<()> {
                         let _slot = self.slots.acquire();
+                        let i8_storage = self.manifest.quantization == crate::manifest::Quantization::I8;
+                        let mut buf = vec![0i8; if i8_storage { self.manifest.encoder.dims } else { 0 }];
                         for (o, q) in outs.iter_mut().zip(qs) {
-                            let m = self.index.search(q.as_slice(), k).map_err(usearch_err("searching"))?;
+                            let m = if i8_storage {
+                                // Quantized as the stored vectors were (see `quant`).
+                                crate::quant::quantize_max_abs(q, &mut buf);
+                                self.index.search(buf.as_slice(), k)
+                            } else {
+                                self.index.search(q.as_slice(), k)
+                            }
+                            .map_err(usearch_err("searching"))?;
                             *o = m
                                 .keys
                                 .iter()
