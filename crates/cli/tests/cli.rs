@@ -1,24 +1,7 @@
 //! The `research` binary end to end: output shapes and one-line errors.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn research(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_research"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run research");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{research, root};
 
 fn fails_with(args: &[&str], needle: &str) {
     let (code, _, err) = research(args);

@@ -3,72 +3,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A checkpoint directory with random weights of a tiny shape and the real tokenizer.
-fn tiny_model(dir: &Path) {
-    let (v, h, i) = (151936usize, 16usize, 32usize);
-    let config = serde_json::json!({
-        "model_type": "qwen2", "vocab_size": v, "hidden_size": h, "intermediate_size": i,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
-        "tie_word_embeddings": true, "torch_dtype": "float32", "eos_token_id": [151645, 151643]
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let mut x = 12345u32;
-    let mut rand = |n: usize, scale: f32| -> Vec<u8> {
-        (0..n)
-            .flat_map(|_| {
-                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-                ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-                    .mul_add(scale, 0.0)
-                    .to_le_bytes()
-            })
-            .collect()
-    };
-    let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect() };
-    let kv = h / 2;
-    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
-        ("model.embed_tokens.weight", vec![v, h], rand(v * h, 0.5)),
-        ("model.norm.weight", vec![h], ones(h)),
-        ("model.layers.0.input_layernorm.weight", vec![h], ones(h)),
-        ("model.layers.0.post_attention_layernorm.weight", vec![h], ones(h)),
-        ("model.layers.0.self_attn.q_proj.weight", vec![h, h], rand(h * h, 0.3)),
-        ("model.layers.0.self_attn.q_proj.bias", vec![h], rand(h, 0.1)),
-        ("model.layers.0.self_attn.k_proj.weight", vec![kv, h], rand(kv * h, 0.3)),
-        ("model.layers.0.self_attn.k_proj.bias", vec![kv], rand(kv, 0.1)),
-        ("model.layers.0.self_attn.v_proj.weight", vec![kv, h], rand(kv * h, 0.3)),
-        ("model.layers.0.self_attn.v_proj.bias", vec![kv], rand(kv, 0.1)),
-        ("model.layers.0.self_attn.o_proj.weight", vec![h, h], rand(h * h, 0.3)),
-        ("model.layers.0.mlp.gate_proj.weight", vec![i, h], rand(i * h, 0.3)),
-        ("model.layers.0.mlp.up_proj.weight", vec![i, h], rand(i * h, 0.3)),
-        ("model.layers.0.mlp.down_proj.weight", vec![h, i], rand(h * i, 0.3)),
-    ];
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.to_string(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
-    std::fs::copy(
-        root().join("data/qwen2.5_tokenizer/tokenizer.json.zst"),
-        dir.join("tokenizer.json.zst"),
-    )
-    .unwrap();
-}
+mod common;
+use common::{research, tiny_model};
 
 /// Serves POST /batch_search on loopback: two passages per query. Returns the base URL.
 fn stub_retriever() -> String {
@@ -104,19 +41,6 @@ fn stub_retriever() -> String {
         }
     });
     url
-}
-
-fn research(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_research"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 #[test]
