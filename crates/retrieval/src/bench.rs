@@ -8,6 +8,10 @@
 //!   and recall@k against a ground-truth file, for each quantization; [`save_and_view`] saves it
 //!   and times opening it again as a memory-mapped view (the wiki-18-scale measurement).
 //!
+//! - [`scale`]: the wiki-18-scale benchmark: an index of `n` synthetic vectors ([`synthetic`])
+//!   built straight from the generator in budgeted, resumable calls, opened as a view and measured
+//!   against an exact top-k over the regenerated base.
+//!
 //! File formats (written by `tests/gpu/gen_search_vectors.py`): vectors and queries are raw
 //! little-endian f32, row-major, `dims` wide; the ground truth is raw little-endian u32 row ids,
 //! `k` per query, best first.
@@ -25,6 +29,9 @@ pub use research_bert::{BertConfig, Pooling};
 use crate::builder::usearch_index;
 use crate::error::{format_err, io_err, usearch_err, Result, RetrievalError};
 use crate::manifest::{HnswParams, Quantization};
+
+pub mod scale;
+pub mod synthetic;
 
 /// Rows of f32: a memory-mapped file of little-endian f32, or rows held in memory.
 pub struct RawVectors {
@@ -179,6 +186,8 @@ pub struct Rss {
     pub rss_bytes: Option<u64>,
     /// `RssAnon`: resident anonymous memory (the heap; not the mapped input files).
     pub rss_anon_bytes: Option<u64>,
+    /// `RssFile`: resident file-backed pages (a memory-mapped index's pages once touched).
+    pub rss_file_bytes: Option<u64>,
     /// `VmHWM`: the peak of `VmRSS`.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -195,6 +204,7 @@ impl Rss {
         Self {
             rss_bytes: field("VmRSS:"),
             rss_anon_bytes: field("RssAnon:"),
+            rss_file_bytes: field("RssFile:"),
             peak_rss_bytes: field("VmHWM:"),
         }
     }
@@ -426,10 +436,7 @@ pub fn save_and_view(
     drop(index);
     let file_bytes = std::fs::metadata(path).map_err(io_err(path))?.len();
     let t = Instant::now();
-    let view = usearch_index(dims, quantization, hnsw)?;
-    view.view(path_str).map_err(usearch_err("viewing the index"))?;
-    view.reserve_capacity_and_threads(view.size(), search_threads.max(1))
-        .map_err(usearch_err("reserving search threads"))?;
+    let view = open_view(path, dims, quantization, hnsw, search_threads)?;
     let open_s = t.elapsed().as_secs_f64();
     Ok((
         view,
@@ -440,6 +447,26 @@ pub fn save_and_view(
             rss_after_open: Rss::now(),
         },
     ))
+}
+
+/// Opens a saved index as a memory-mapped view (usearch `view`, as [`crate::Retriever::open`]
+/// does) and reserves search contexts for `search_threads` concurrent callers again (`view`
+/// resets them).
+pub fn open_view(
+    path: &Path,
+    dims: usize,
+    quantization: Quantization,
+    hnsw: &HnswParams,
+    search_threads: usize,
+) -> Result<usearch::Index> {
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| format_err(path, "the index path must be valid UTF-8 for usearch"))?;
+    let view = usearch_index(dims, quantization, hnsw)?;
+    view.view(path_str).map_err(usearch_err("viewing the index"))?;
+    view.reserve_capacity_and_threads(view.size(), search_threads.max(1))
+        .map_err(usearch_err("reserving search threads"))?;
+    Ok(view)
 }
 
 /// Search figures at one `expansion_search`.
@@ -479,6 +506,22 @@ pub fn measure_search(
     threads: usize,
     min_seconds: f64,
 ) -> Result<SearchResult> {
+    measure_search_found(index, feed, queries, truth, k, expansion_search, threads, min_seconds).map(|(r, _)| r)
+}
+
+/// [`measure_search`], also returning each query's results (best first) from the single-threaded
+/// pass.
+#[allow(clippy::too_many_arguments)]
+pub fn measure_search_found(
+    index: &usearch::Index,
+    feed: Feed,
+    queries: &RawVectors,
+    truth: &Truth,
+    k: usize,
+    expansion_search: usize,
+    threads: usize,
+    min_seconds: f64,
+) -> Result<(SearchResult, Vec<Vec<u64>>)> {
     if queries.dims() != index.dimensions() {
         return Err(RetrievalError::Input(format!(
             "the queries are {}-d but the index holds {}-d vectors",
@@ -535,7 +578,7 @@ pub fn measure_search(
         rounds += 1;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(SearchResult {
+    let result = SearchResult {
         expansion_search,
         k,
         queries: nq,
@@ -545,7 +588,8 @@ pub fn measure_search(
         recall,
         latency_p50_ms: pct(0.50),
         latency_p99_ms: pct(0.99),
-    })
+    };
+    Ok((result, found))
 }
 
 /// One encoder throughput measurement.
