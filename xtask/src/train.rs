@@ -1,6 +1,9 @@
 //! `cargo xtask train`: the `tiny` preset end to end on a fresh machine.
 //!
-//! 1. `cargo build --release -p research-cli` (with `--features`);
+//! 1. `cargo build -p research-cli`: for the demo with the default `--features cpu`, the quick build
+//!    (`--profile demo --features cpu-demo`: no usearch SIMD kernels, whose C compile alone took
+//!    about 4 minutes of one core, and opt-level 1 outside burn-ndarray's numerics), in
+//!    `target/demo`; otherwise `--release` with `--features` as given;
 //! 2. `research data prepare-musique`: the shipped MuSiQue as ReSearch's training parquet;
 //! 3. an encoder: the real MiniLM when its weights are found (`$RESEARCH_MINILM_DIR`,
 //!    `../shared/data/minilm`), else a small randomly initialised BERT with MiniLM's tokenizer
@@ -17,10 +20,12 @@ use anyhow::{Context, Result};
 
 use crate::{cargo, root, run};
 
-fn research(features: &str) -> Result<PathBuf> {
+/// Builds `research` in `profile` (`release`, or `demo`: see the workspace Cargo.toml) with `features`.
+fn research_in(profile: &str, features: &str) -> Result<PathBuf> {
     run(cargo().args([
         "build",
-        "--release",
+        "--profile",
+        profile,
         "-p",
         "research-cli",
         "--bin",
@@ -32,7 +37,25 @@ fn research(features: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release").join("research"))
+    Ok(target.join(profile).join("research"))
+}
+
+fn research(features: &str) -> Result<PathBuf> {
+    research_in("release", features)
+}
+
+/// The demo's build: the quick `demo` profile and `cpu-demo` features for the default `cpu`, a
+/// release build otherwise (e.g. `--features cuda`).
+fn research_demo(features: &str) -> Result<PathBuf> {
+    if features == "cpu" {
+        eprintln!(
+            "building the demo binary (profile `demo`, features `cpu-demo`: no usearch SIMD kernels, \
+             opt-level 1 outside the CPU numerics)"
+        );
+        research_in("demo", "cpu-demo")
+    } else {
+        research(features)
+    }
 }
 
 /// A deterministic stream of N(0, 0.02)-ish values (sum of uniforms), no dependencies.
@@ -148,10 +171,13 @@ fn encoder(dir: &Path) -> Result<PathBuf> {
 
 /// Runs the demo (no `args`) or `research train ARGS`.
 pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
-    let bin = research(features)?;
     if !args.is_empty() {
+        let bin = research(features)?;
         return crate::run(Command::new(&bin).arg("train").args(args));
     }
+    let mut clock = Phases::default();
+    let bin = research_demo(features)?;
+    clock.end("build");
     let dir = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
@@ -163,6 +189,7 @@ pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
             .args(["data", "prepare-musique", "--input", "data/eval/musique", "--out"])
             .arg(dir.join("data")),
     )?;
+    clock.end("prepare data");
     let enc = encoder(&dir)?;
     let index = dir.join("index");
     crate::run(
@@ -177,6 +204,7 @@ pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
             .arg("--out")
             .arg(&index),
     )?;
+    clock.end("index");
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -188,7 +216,45 @@ pub fn train(features: &str, dir: &Path, args: &[String]) -> Result<()> {
             .arg(&index)
             .arg("--out")
             .arg(&out),
-    )
+    )?;
+    clock.end("train");
+    eprintln!("cargo xtask train: {}", clock.summary());
+    Ok(())
+}
+
+/// Wall time per phase of the demo, printed at the end.
+struct Phases {
+    last: std::time::Instant,
+    start: std::time::Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            last: now,
+            start: now,
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Phases {
+    fn end(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self.done.iter().map(|(n, s)| format!("{n} {s:.0} s")).collect();
+        format!(
+            "{:.0} s in all ({})",
+            self.start.elapsed().as_secs_f64(),
+            parts.join(", ")
+        )
+    }
 }
 
 /// `cargo xtask rollout-index`: a random 32-wide encoder in `<dir>/encoder` and `research index`
