@@ -9,6 +9,9 @@
 //! - `cargo xtask bench retriever -- [--n 20000] ...`: the retriever benchmarks end to end here
 //!   (synthetic vectors, usearch beside faiss-cpu, encoder beside PyTorch, markdown tables; see
 //!   `bench_retriever.rs`); `tests/gpu/bench_retriever.sh` is the GPU machine's run.
+//! - `cargo xtask bench attention -- [--iters 20] [--check]`: the fused attention kernels (issue 6)
+//!   beside PyTorch SDPA's flash and cuDNN backends, on a machine with a GPU and cargo
+//!   (`bench_attention.rs`); on the GPU machine `tests/gpu/suite.sh` runs the staged binary.
 //! - `cargo xtask rollout-index`: the small index `research bench rollout` runs against on the GPU
 //!   machine (a random 32-wide BERT over the shipped 1,000-passage corpus) in `stage/rollout-index`.
 //! - `cargo xtask train`: the `tiny` training demo end to end on the CPU (see `train.rs`); with
@@ -18,6 +21,7 @@
 //!   `tests/gpu/suite.sh` then runs parity and benchmarks there. With `tch`, set `LIBTORCH` and
 //!   `LIBTORCH_CXX11_ABI=1` first (see README).
 
+mod bench_attention;
 mod bench_retriever;
 mod train;
 
@@ -47,7 +51,9 @@ enum Cmd {
     /// see tests/gpu/suite.sh).
     Bench {
         /// What to benchmark: `generate`, `rollout` or `train`; or `retriever` (the retriever's
-        /// benchmarks end to end: `cargo xtask bench retriever -- --help`).
+        /// benchmarks end to end: `cargo xtask bench retriever -- --help`); or `attention` (the
+        /// fused attention kernels beside PyTorch SDPA on this machine's GPU, `cuda` build:
+        /// `cargo xtask bench attention -- --help`).
         what: String,
         /// Cargo features of the build (e.g. `cuda`, `tch`).
         #[arg(long, default_value = "cpu")]
@@ -131,9 +137,10 @@ fn main() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
         }
         Cmd::Bench { what, features, args } if what == "retriever" => bench_retriever::run_bench(&features, &args)?,
+        Cmd::Bench { what, features, args } if what == "attention" => bench_attention::run_bench(&features, &args)?,
         Cmd::Bench { what, features, args } => {
             if !["generate", "rollout", "train"].contains(&what.as_str()) {
-                bail!("unknown benchmark `{what}` (available: generate, rollout, train)");
+                bail!("unknown benchmark `{what}` (available: generate, rollout, train, retriever, attention)");
             }
             let mut cmd = cargo();
             cmd.args([

@@ -13,14 +13,18 @@
 //!   (tensor-core FlashAttention-2, next tile's K/V fetched during this tile's products);
 //! - forward otherwise (f32, head dim 32, decode): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
-//! - backward (autodiff): `attn_bwd_pre_*`, `attn_bwd_dkdv_*` (dK/dV reduced over the GQA group),
-//!   `attn_bwd_dq_*`, from the forward's saved log-sum-exp.
+//! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
+//!   rowsum(dO ⊙ O)), then for bf16/f16 with head dim 64/128 and the forward's alignment rules the
+//!   tensor-core `attn_bwd_mma_dkdv_*` (dK/dV reduced over the GQA group in registers) and
+//!   `attn_bwd_mma_dq_*` (`bwd_mma.cu`), otherwise the scalar `attn_bwd_dkdv_*` and
+//!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
-//! tensor-core forward (for comparisons).
+//! tensor-core forward; `RESEARCH_ATTENTION_BWD=simple` forces the scalar backward (for
+//! comparisons). Launches are counted per kernel kind ([`kernel_counts`]).
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -57,11 +61,26 @@ type DevKey = (u16, u32);
 pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
+/// Launches per kernel kind (the entry point without `attn_` and the `_<dtype>_d<D>` suffix).
+fn kind_counts() -> &'static Mutex<BTreeMap<String, u64>> {
+    static COUNTS: OnceLock<Mutex<BTreeMap<String, u64>>> = OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
+
+/// `(kernel kind, launches)` so far in this process, sorted by kind (e.g. `bwd_mma_dkdv`).
+pub(crate) fn kernel_counts() -> Vec<(String, u64)> {
+    let counts = kind_counts().lock().unwrap_or_else(|e| e.into_inner());
+    counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
 const SIMPLE_ROWS: usize = 16;
 const SIMPLE_KT: usize = 32;
 const MMA_BM: usize = 64;
 const BWD_KT: usize = 32;
 const BWD_QB: usize = 32;
+/// Keys per block of the tensor-core dK/dV kernel, queries per block of its dQ kernel.
+const BWD_MMA_BN: usize = 64;
+const BWD_MMA_BM: usize = 64;
 /// Blocks wanted in flight before the forward splits the keys (about two waves on an H100).
 const TARGET_BLOCKS: usize = 264;
 
@@ -159,6 +178,20 @@ fn dtype_name(dtype: DType) -> Option<&'static str> {
 /// tensor-core forward (for comparisons); anything else (or unset) the default choice.
 fn kernel_choice() -> Option<String> {
     std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
+}
+
+/// `RESEARCH_ATTENTION_BWD=simple` forces the scalar backward (for comparisons).
+fn bwd_simple_forced() -> bool {
+    std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "simple")
+}
+
+/// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
+/// `bwd_mma.cu` (K, V: 64 rows; Q, dO: two buffers of BQ rows, rows padded to d + 8 elements;
+/// lse and delta: two buffers of BQ f32). The kernel traps when given less.
+fn bwd_mma_dkdv_smem(d: usize) -> u32 {
+    let lds = d + 8;
+    let bq = if d == 128 { 32 } else { 64 };
+    ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4) as u32
 }
 
 /// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
@@ -378,8 +411,12 @@ enum Work {
         simple: Vec<Launch>,
         preload_bwd: Vec<Launch>,
     },
-    /// A fixed sequence of launches.
-    Fixed(Vec<Launch>),
+    /// Backward: the tensor-core kernels when given and the pointers are 16-byte aligned, else
+    /// the scalar ones.
+    Backward {
+        mma: Option<Vec<Launch>>,
+        simple: Vec<Launch>,
+    },
 }
 
 struct Job {
@@ -391,6 +428,37 @@ struct Job {
 fn grid(x: usize, y: usize, z: usize) -> Result<(u32, u32, u32), Fail> {
     let ok = |v: usize, max: usize| if v <= max { Ok(v as u32) } else { Err(Fail::Unsupported) };
     Ok((ok(x, i32::MAX as usize)?, ok(y, 65_535)?, ok(z, 65_535)?))
+}
+
+/// The tensor-core backward (`attn_bwd_pre_*` of the scalar module, then the two mma kernels).
+fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
+    let dt = dtype_name(g.dtype).ok_or(Fail::Unsupported)?;
+    let d = g.d;
+    let mut pre = bwd_launches(g)?;
+    pre.truncate(1);
+    pre.push(Launch {
+        module: "bwd_mma",
+        dt,
+        d,
+        entry: format!("attn_bwd_mma_dkdv_{dt}_d{d}"),
+        grid: grid(g.s.div_ceil(BWD_MMA_BN), g.kvh, g.b)?,
+        smem: bwd_mma_dkdv_smem(d),
+    });
+    pre.push(Launch {
+        module: "bwd_mma",
+        dt,
+        d,
+        entry: format!("attn_bwd_mma_dq_{dt}_d{d}"),
+        grid: grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?,
+        smem: 0,
+    });
+    Ok(pre)
+}
+
+/// Whether the tensor-core kernels take this problem (dtype, head dim, strides in multiples of 8
+/// elements; pointer alignment is checked on the device thread).
+fn mma_shape_ok(g: &Geometry, strides: &[i64]) -> bool {
+    g.dtype != DType::F32 && (g.d == 64 || g.d == 128) && strides.iter().all(|s| s % 8 == 0)
 }
 
 fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
@@ -520,7 +588,19 @@ fn forward(
     }
     p.splits = splits as i64;
     p.split_len = split_len as i64;
-    let preload_bwd = if preload_bwd { bwd_launches(&g)? } else { Vec::new() };
+    let preload_bwd = if preload_bwd {
+        let mut l = bwd_launches(&g)?;
+        if mma_shape_ok(
+            &g,
+            &[p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss],
+        ) && !bwd_simple_forced()
+        {
+            l.extend(bwd_mma_launches(&g)?);
+        }
+        l
+    } else {
+        Vec::new()
+    };
     let job = Job {
         params: p,
         buffers,
@@ -598,10 +678,19 @@ fn backward(
         dv: Some(dv.clone()),
         ..Default::default()
     };
+    let mma_ok = mma_shape_ok(
+        &g,
+        &[
+            p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss, p.do_sb, p.do_sh, p.do_st,
+        ],
+    ) && !bwd_simple_forced();
     let job = Job {
         params: p,
         buffers,
-        work: Work::Fixed(bwd_launches(&g)?),
+        work: Work::Backward {
+            mma: if mma_ok { Some(bwd_mma_launches(&g)?) } else { None },
+            simple: bwd_launches(&g)?,
+        },
     };
     submit(q, job)?;
     let make = |h: Handle, shape: Vec<usize>| {
@@ -803,7 +892,13 @@ impl Job {
         let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
         let stream = st.stream(server, device, stream_id)?;
         let launches = match self.work {
-            Work::Fixed(l) => l,
+            Work::Backward { mma, simple } => {
+                let aligned = [p.q, p.k, p.v, p.dout].iter().all(|ptr| ptr % 16 == 0);
+                match mma {
+                    Some(m) if aligned => m,
+                    _ => simple,
+                }
+            }
             Work::Forward {
                 mma,
                 simple,
@@ -851,6 +946,12 @@ impl Job {
             }
         }
         drop(held);
+        let mut counts = kind_counts().lock().unwrap_or_else(|e| e.into_inner());
+        for l in &launches {
+            let suffix = format!("_{}_d{}", l.dt, l.d);
+            let kind = l.entry.trim_start_matches("attn_").trim_end_matches(suffix.as_str());
+            *counts.entry(kind.to_string()).or_default() += 1;
+        }
         Ok(launches.len() as u64)
     }
 }

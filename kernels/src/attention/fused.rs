@@ -142,6 +142,18 @@ pub fn fused_counts() -> (u64, u64) {
     (0, 0)
 }
 
+/// `(kernel kind, launches)` of the fused attention kernels so far in this process, sorted by
+/// kind: the entry point without `attn_` and its `_<dtype>_d<D>` suffix (`fwd_mma`, `fwd_simple`,
+/// `bwd_pre`, `bwd_mma_dkdv`, `bwd_dkdv`, ...). Empty without the `cuda` feature.
+pub fn fused_kernel_counts() -> Vec<(String, u64)> {
+    #[cfg(feature = "cuda")]
+    {
+        super::cuda::kernel_counts()
+    }
+    #[cfg(not(feature = "cuda"))]
+    Vec::new()
+}
+
 /// Bytes of the kernels' one by-value parameter (`struct Params` in `common.cuh`, mirrored by
 /// `KernelParams` in `cuda.rs`, which asserts its size against this).
 pub const PARAMS_BYTES: usize = 336;
@@ -155,13 +167,14 @@ pub fn entries(name: &str) -> Vec<String> {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
         "fwd_mma" => &["fwd_mma", "fwd_mma1"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
+        "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq"],
         _ => &[],
     };
     let mut out = Vec::new();
     for kind in kinds {
         for dt in ["f32", "bf16", "f16"] {
             for d in HEAD_DIMS {
-                let mma = kind.starts_with("fwd_mma");
+                let mma = kind.starts_with("fwd_mma") || kind.starts_with("bwd_mma");
                 if mma && (dt == "f32" || d == 32) {
                     continue;
                 }
@@ -302,5 +315,7 @@ mod tests {
         assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);
+        assert_eq!(entries("bwd_mma").len(), 8);
+        assert!(entries("bwd_mma").contains(&"attn_bwd_mma_dkdv_bf16_d128".to_string()));
     }
 }

@@ -14,12 +14,22 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 /// Definitions shared by every kernel source.
 pub const COMMON: &str = include_str!("common.cuh");
 
+/// Tensor-core helpers (ldmatrix, mma.sync, cp.async), prepended after [`COMMON`] to the mma
+/// modules.
+pub const MMA_COMMON: &str = include_str!("mma.cuh");
+
 /// `(module name, source, instantiation macro)` of each kernel module.
-pub const MODULES: [(&str, &str, &str); 3] = [
+pub const MODULES: [(&str, &str, &str); 4] = [
     ("fwd_simple", include_str!("fwd_simple.cu"), "SIMPLE_INSTANCES"),
     ("fwd_mma", include_str!("fwd_mma.cu"), "MMA_INSTANCE"),
     ("bwd", include_str!("bwd.cu"), "BWD_INSTANCES"),
+    ("bwd_mma", include_str!("bwd_mma.cu"), "BWD_MMA_INSTANCE"),
 ];
+
+/// Whether module `name` is a tensor-core module (bf16/f16, head dim 64/128 only).
+pub fn is_mma(name: &str) -> bool {
+    name == "fwd_mma" || name == "bwd_mma"
+}
 
 /// The element types the kernels take: name in entry points and the `DT` code of `common.cuh`.
 pub const DTYPES: [(&str, u8); 3] = [("f32", 0), ("bf16", 1), ("f16", 2)];
@@ -29,7 +39,7 @@ pub fn all_variants(name: &str) -> Vec<(&'static str, usize)> {
     let mut out = Vec::new();
     for (dt, _) in DTYPES {
         for d in super::HEAD_DIMS {
-            if name == "fwd_mma" && (dt == "f32" || d == 32) {
+            if is_mma(name) && (dt == "f32" || d == 32) {
                 continue;
             }
             out.push((dt, d));
@@ -42,7 +52,11 @@ pub fn all_variants(name: &str) -> Vec<(&'static str, usize)> {
 /// dim), or `None` for an unknown module or dtype.
 pub fn source(name: &str, variants: &[(&str, usize)]) -> Option<String> {
     let (_, src, mac) = MODULES.iter().find(|(n, _, _)| *n == name)?;
-    let mut text = format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}\n");
+    let mut text = if is_mma(name) {
+        format!("{COMMON}\n#line 1 \"mma.cuh\"\n{MMA_COMMON}\n#line 1 \"{name}.cu\"\n{src}\n")
+    } else {
+        format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}\n")
+    };
     for &(dt, d) in variants {
         let (_, code) = DTYPES.iter().find(|(n, _)| *n == dt)?;
         text += &format!("{mac}({dt}, {code}, {d})\n");
@@ -139,7 +153,7 @@ mod tests {
                     "{entry} takes more than one parameter"
                 );
             }
-            if name == "fwd_mma" {
+            if is_mma(name) {
                 assert!(
                     ptx.contains("mma.sync.aligned.m16n8k16"),
                     "no tensor-core mma in {name}"

@@ -2,22 +2,27 @@
 //! burn-cuda (the fused CUDA kernels), on the GPU machine.
 //!
 //! ```text
-//! gpu-attention check                 # forward (f32/bf16/f16) + autodiff backward (f32/bf16) vs float64
-//! gpu-attention bench [--iters 20] [--reference]   # issue 6's shapes, one JSON line each
+//! gpu-attention check                 # forward + autodiff backward (f32/bf16/f16) vs float64
+//! gpu-attention bench [--iters 20] [--reference] [--no-simple-bwd]   # issue 6's shapes, one JSON line each
 //! ```
 //! `check` draws fresh uniform inputs on the device, reads back exactly what the kernels saw, and
 //! compares with a float64 host reference (softmax over each row's visible keys, GQA by
 //! `h / (heads / kv_heads)`): the error is `max |got - want| / max |want|` per tensor, bounded by
-//! 1e-4 for f32, 2e-2 for bf16 and 4e-3 for f16 (3e-2 for bf16 gradients). Shapes cover odd and
+//! 1e-4 for f32, 2e-2 for bf16 and 4e-3 for f16 (gradients: 3e-2 bf16, 1e-2 f16). Shapes cover odd and
 //! non-tile-multiple lengths, queries at an offset into the keys, GQA ratios 1, 2, 7 and 8, ragged
 //! decode lengths, an additive bias (per query and broadcast over queries) and a strided K/V view
 //! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
 //! fallback). Exit status 1 on any failure.
 //! The 16-bit forward cases run once per forward kernel (`[default]`: the pipelined tensor-core
 //! kernel where it applies; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
+//! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
+//! head dims 64/128; `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
+//! names the kernels that ran (launch counts per kind), and a case fails when the expected
+//! backward did not run. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
-//! `mma1` kernel) and forward+backward, and decode (one query per sequence over the whole cache);
-//! `--reference` adds the reference path's forward time.
+//! `mma1` kernel) and forward+backward (with the tensor-core backward, and `fwdbwd_simple_*` with
+//! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
+//! cache); `--reference` adds the reference path's forward time.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -38,7 +43,7 @@ mod imp {
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
     use research::kernels::attention::{
-        fused_attention, fused_counts, fused_reference, key_end, AttentionBias, MASKED,
+        fused_attention, fused_counts, fused_kernel_counts, fused_reference, key_end, AttentionBias, MASKED,
     };
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
@@ -191,7 +196,43 @@ mod imp {
         let mut c = Case::new(2, 4, 2, 24, 24, 64, true, 0);
         c.bias = BiasKind::PerQuery;
         v.push(c);
+        // Tensor-core backward coverage: several query/key tiles (both buffers of the pipelines),
+        // non-causal GQA 8, an offset with GQA 7, lengths off the tiles, ragged lengths shorter
+        // than the queries (rows that see no key), a bias with d 128.
+        v.push(Case::new(1, 4, 4, 200, 200, 64, true, 0));
+        v.push(Case::new(2, 8, 1, 100, 150, 64, false, 0));
+        v.push(Case::new(1, 14, 2, 65, 129, 128, true, 64));
+        v.push(Case::new(1, 2, 1, 300, 300, 128, true, 0));
+        let mut c = Case::new(2, 4, 2, 70, 90, 64, true, 0);
+        c.lens = Some(vec![90, 41]);
+        v.push(c);
+        let mut c = Case::new(1, 4, 2, 80, 80, 128, true, 0);
+        c.bias = BiasKind::PerQuery;
+        v.push(c);
         v
+    }
+
+    /// Launches per kernel kind since `before` (kinds that ran only).
+    fn count_delta(before: &[(String, u64)]) -> Vec<(String, u64)> {
+        fused_kernel_counts()
+            .into_iter()
+            .filter_map(|(k, n)| {
+                let was = before.iter().find(|(b, _)| *b == k).map_or(0, |(_, m)| *m);
+                if n > was {
+                    Some((k, n - was))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn counts_label(counts: &[(String, u64)]) -> String {
+        counts
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Host copies of one case's inputs and its bias values `[b, tb, s]` (`tb` = t or 1).
@@ -434,45 +475,77 @@ mod imp {
             }
         }
         set_variant("default");
-        for dtype in [DType::F32, DType::BF16] {
-            for c in backward_cases() {
-                let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
-                let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
-                let gh = host(g.clone());
-                let qa = Tensor::<Ad, 4>::from_inner(q).require_grad();
-                let ka = Tensor::<Ad, 4>::from_inner(k).require_grad();
-                let va = Tensor::<Ad, 4>::from_inner(v).require_grad();
-                let bias = bias_tensor::<Ad>(&x, &c, &dev);
-                let before = fused_counts().0;
-                let o = fused_attention(
-                    qa.clone(),
-                    ka.clone(),
-                    va.clone(),
-                    c.causal,
-                    c.offset,
-                    c.lens.as_deref(),
-                    bias.as_ref(),
-                );
-                let grads = (o * Tensor::<Ad, 4>::from_inner(g)).sum().backward();
-                let dq = host(qa.grad(&grads).expect("dq"));
-                let dk = host(ka.grad(&grads).expect("dk"));
-                let dv = host(va.grad(&grads).expect("dv"));
-                let launched = fused_counts().0 - before;
-                let (wq, wk, wv) = reference_grads(&c, &x, &gh);
-                let (eq, ek, ev) = (rel_error(&dq, &wq), rel_error(&dk, &wk), rel_error(&dv, &wv));
-                let bound = if dtype == DType::F32 { 1e-4 } else { 3e-2 };
-                let worst = eq.max(ek).max(ev);
-                // Forward (1 or 2 kernels) + 3 backward kernels.
-                let pass = worst <= bound && launched >= 4;
-                ok &= pass;
-                println!(
-                    "{} bwd {} {}: rel err dq {eq:.2e} dk {ek:.2e} dv {ev:.2e} (bound {bound:.0e}), kernels {launched}",
+        // The backward per dtype: the tensor-core kernels (16-bit) and the scalar ones.
+        let bwd_variants = |dtype: DType| -> &'static [&'static str] {
+            if dtype == DType::F32 {
+                &["simple"]
+            } else {
+                &["mma", "simple"]
+            }
+        };
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for &bwd in bwd_variants(dtype) {
+                if bwd == "simple" && dtype != DType::F32 {
+                    std::env::set_var("RESEARCH_ATTENTION_BWD", "simple");
+                } else {
+                    std::env::remove_var("RESEARCH_ATTENTION_BWD");
+                }
+                for c in backward_cases() {
+                    let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
+                    let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
+                    let gh = host(g.clone());
+                    let qa = Tensor::<Ad, 4>::from_inner(q).require_grad();
+                    let ka = Tensor::<Ad, 4>::from_inner(k).require_grad();
+                    let va = Tensor::<Ad, 4>::from_inner(v).require_grad();
+                    let bias = bias_tensor::<Ad>(&x, &c, &dev);
+                    let before = fused_counts().0;
+                    let kinds_before = fused_kernel_counts();
+                    let o = fused_attention(
+                        qa.clone(),
+                        ka.clone(),
+                        va.clone(),
+                        c.causal,
+                        c.offset,
+                        c.lens.as_deref(),
+                        bias.as_ref(),
+                    );
+                    let grads = (o * Tensor::<Ad, 4>::from_inner(g)).sum().backward();
+                    let dq = host(qa.grad(&grads).expect("dq"));
+                    let dk = host(ka.grad(&grads).expect("dk"));
+                    let dv = host(va.grad(&grads).expect("dv"));
+                    let launched = fused_counts().0 - before;
+                    let kinds = count_delta(&kinds_before);
+                    let ran = |kind: &str| kinds.iter().any(|(k, _)| k == kind);
+                    let (wq, wk, wv) = reference_grads(&c, &x, &gh);
+                    let (eq, ek, ev) = (rel_error(&dq, &wq), rel_error(&dk, &wk), rel_error(&dv, &wv));
+                    let bound = match dtype {
+                        DType::F32 => 1e-4,
+                        DType::F16 => 1e-2,
+                        _ => 3e-2,
+                    };
+                    let worst = eq.max(ek).max(ev);
+                    // The tensor-core backward for 16-bit head dims 64/128 unless the scalar one is
+                    // forced; the scalar one otherwise. Forward (1 or 2 kernels) + 3 backward kernels.
+                    let want_mma = bwd == "mma" && (c.d == 64 || c.d == 128);
+                    let right_kernels = if want_mma {
+                        ran("bwd_pre") && ran("bwd_mma_dkdv") && ran("bwd_mma_dq") && !ran("bwd_dkdv")
+                    } else {
+                        ran("bwd_pre") && ran("bwd_dkdv") && ran("bwd_dq") && !ran("bwd_mma_dkdv")
+                    };
+                    let pass = worst <= bound && launched >= 4 && right_kernels && worst.is_finite();
+                    ok &= pass;
+                    println!(
+                    "{} bwd {} [{}] {}: rel err dq {eq:.2e} dk {ek:.2e} dv {ev:.2e} (bound {bound:.0e}), kernels {launched} ({})",
                     if pass { "PASS" } else { "FAIL" },
                     dtype_label(dtype),
-                    c.label()
+                    if want_mma { "mma" } else { "simple" },
+                    c.label(),
+                    counts_label(&kinds)
                 );
+                }
             }
         }
+        std::env::remove_var("RESEARCH_ATTENTION_BWD");
         ok
     }
 
@@ -489,7 +562,7 @@ mod imp {
         t.elapsed().as_secs_f64() / iters as f64
     }
 
-    fn bench(iters: usize, with_reference: bool) {
+    fn bench(iters: usize, with_reference: bool, simple_bwd: bool) {
         let dev: Dev = Default::default();
         let dtype = DType::BF16;
         let (h, kvh, d) = (28usize, 4usize, 128usize);
@@ -506,14 +579,23 @@ mod imp {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
             set_variant("default");
-            let bwd_iters = (iters / 4).max(2);
-            let tfb = time(bwd_iters, &dev, || {
-                let qa = Tensor::<Ad, 4>::from_inner(q.clone()).require_grad();
-                let ka = Tensor::<Ad, 4>::from_inner(k.clone()).require_grad();
-                let va = Tensor::<Ad, 4>::from_inner(v.clone()).require_grad();
-                let o = fused_attention(qa.clone(), ka.clone(), va.clone(), true, 0, None, None);
-                let grads = o.sum().backward();
-                let _ = (qa.grad(&grads), ka.grad(&grads), va.grad(&grads));
+            let fwdbwd = |iters: usize| {
+                time(iters, &dev, || {
+                    let qa = Tensor::<Ad, 4>::from_inner(q.clone()).require_grad();
+                    let ka = Tensor::<Ad, 4>::from_inner(k.clone()).require_grad();
+                    let va = Tensor::<Ad, 4>::from_inner(v.clone()).require_grad();
+                    let o = fused_attention(qa.clone(), ka.clone(), va.clone(), true, 0, None, None);
+                    let grads = o.sum().backward();
+                    let _ = (qa.grad(&grads), ka.grad(&grads), va.grad(&grads));
+                })
+            };
+            let tfb = fwdbwd(iters);
+            // The scalar backward is slow: a few iterations.
+            let tfb_simple = simple_bwd.then(|| {
+                std::env::set_var("RESEARCH_ATTENTION_BWD", "simple");
+                let t = fwdbwd(2);
+                std::env::remove_var("RESEARCH_ATTENTION_BWD");
+                t
             });
             let mut line = format!(
                 "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2},\"fwd_mma1_us\":{:.1},\"fwd_mma1_tflops\":{:.2}",
@@ -524,6 +606,13 @@ mod imp {
                 tf1 * 1e6,
                 flops / tf1 / 1e12
             );
+            if let Some(ts) = tfb_simple {
+                line += &format!(
+                    ",\"fwdbwd_simple_us\":{:.1},\"fwdbwd_simple_tflops\":{:.2}",
+                    ts * 1e6,
+                    3.5 * flops / ts / 1e12
+                );
+            }
             if with_reference {
                 let tr = time(iters.min(5), &dev, || {
                     let _ = fused_reference(q.clone(), k.clone(), v.clone(), true, 0, None, None);
@@ -555,6 +644,7 @@ mod imp {
                 let ok = check();
                 let (launched, failed) = fused_counts();
                 println!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
+                println!("per kernel: {}", counts_label(&fused_kernel_counts()));
                 if !ok || launched == 0 || failed > 0 {
                     std::process::exit(1);
                 }
@@ -566,12 +656,19 @@ mod imp {
                     .and_then(|i| args.get(i + 1))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(20);
-                bench(iters, args.iter().any(|a| a == "--reference"));
+                bench(
+                    iters,
+                    args.iter().any(|a| a == "--reference"),
+                    !args.iter().any(|a| a == "--no-simple-bwd"),
+                );
                 let (launched, failed) = fused_counts();
                 eprintln!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
+                eprintln!("per kernel: {}", counts_label(&fused_kernel_counts()));
             }
             _ => {
-                eprintln!("usage: gpu-attention check | gpu-attention bench [--iters N] [--reference]");
+                eprintln!(
+                    "usage: gpu-attention check | gpu-attention bench [--iters N] [--reference] [--no-simple-bwd]"
+                );
                 std::process::exit(2);
             }
         }

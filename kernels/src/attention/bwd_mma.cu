@@ -1,0 +1,370 @@
+// Tensor-core attention backward (FlashAttention-2 scheme) for bf16/f16, head dim 64/128, from the
+// forward's saved log-sum-exp (natural log; used here as lse·log2e). delta = rowsum(dO ⊙ O) comes
+// from `attn_bwd_pre_*` (bwd.cu), launched first. Two kernels, no atomics:
+//
+//   attn_bwd_mma_dkdv: grid (ceil(S / 64), KVH, B), 4 warps; warp w owns keys j0+16w..j0+16w+15 of
+//     the block's 64-key tile (K, V in shared memory for the whole block). The block walks every
+//     query head of the GQA group and every BQ-query tile that can see the key tile (Q, dO, lse,
+//     delta double-buffered with cp.async), computing in the transposed, key-major form so that
+//     no product needs a shared-memory transpose:
+//       Sᵀ  = K Qᵀ        (A: K rows via ldmatrix, B: Q stored [query][d] = [n][k])
+//       dPᵀ = V dOᵀ       (A: V rows, B: dO [n][k])
+//       Pᵀ  = exp2(Sᵀ·scale·log2e − lse₂[query]),  dSᵀ = Pᵀ ⊙ (dPᵀ − delta[query])
+//       dV += Pᵀ dO       (A: Pᵀ from the accumulators, B: dO stored [k][n], ldmatrix.trans)
+//       dK += dSᵀ Q       (A: dSᵀ, B: Q [k][n], ldmatrix.trans)
+//     dK/dV accumulate in f32 registers over the whole group (the GQA reduction) and are written
+//     once (dK scaled by the softmax scale). Dynamic shared memory: `BwdMma<D>::SMEM` bytes,
+//     mirrored by `bwd_mma_dkdv_smem` in cuda.rs (the kernel traps if given less).
+//   attn_bwd_mma_dq: grid (ceil(T / 64), H, B), 4 warps of 16 query rows (as the forward); Q and dO
+//     fragments in registers, KN-key tiles of K and V double-buffered with cp.async:
+//       S = Q Kᵀ, dP = dO Vᵀ, P = exp2(S·scale·log2e − lse₂), dS = P ⊙ (dP − delta), dQ += dS K
+//     (B: K stored [k][n], ldmatrix.trans); dQ scaled and written once.
+//
+// BQ (queries per dK/dV step) and KN (keys per dQ step) are 32 for d 128 and 64 for d 64, which
+// keeps the f32 accumulators (dK + dV: 2·D/2 per thread; dQ: D/2) plus one tile of S and dP
+// under the register budget of two blocks per SM. Requirements checked by the host: those of the
+// tensor-core forward (every batch/head/row stride of Q, K, V, dO a multiple of 8 elements,
+// 16-byte aligned base pointers); dQ/dK/dV are written contiguous.
+
+#define BWD_BN 64
+
+template <int D>
+struct BwdMma {
+    static constexpr int LDS = D + 8;
+    static constexpr int BQ = D == 128 ? 32 : 64;
+    static constexpr int KN = D == 128 ? 32 : 64;
+    // K, V [64][LDS]; Q, dO [2][BQ][LDS]; lse₂, delta [2][BQ] f32.
+    static constexpr int SMEM = (2 * BWD_BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4;
+};
+
+template <int DT, int D>
+__device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
+    constexpr int LDS = BwdMma<D>::LDS;
+    constexpr int BQ = BwdMma<D>::BQ;
+    constexpr int KS = D / 16;  // k-steps of Sᵀ and dPᵀ
+    constexpr int NQ = BQ / 8;  // n-tiles (queries) of Sᵀ and dPᵀ
+    constexpr int ND = D / 8;   // n-tiles of dK and dV
+    extern __shared__ __align__(16) unsigned char bwd_smem[];
+    {
+        u32 dyn;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+        if (dyn < (u32)BwdMma<D>::SMEM) __trap();
+    }
+    u16* Ks = (u16*)bwd_smem;                   // [64][LDS]
+    u16* Vs = Ks + BWD_BN * LDS;                // [64][LDS]
+    u16* Qs = Vs + BWD_BN * LDS;                // [2][BQ][LDS]
+    u16* Ds = Qs + 2 * BQ * LDS;                // [2][BQ][LDS] dO
+    float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse·log2e
+    float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
+
+    const i64 j0 = (i64)blockIdx.x * BWD_BN;
+    const i64 kvh = blockIdx.y, b = blockIdx.z;
+    const i64 G = p.H / p.KVH;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const int kw = warp * 16;  // this warp's first key within the tile
+    const i64 jA = j0 + kw + g, jB = jA + 8;
+
+    const u16* kp = (const u16*)p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vp = (const u16*)p.v + b * p.v_sb + kvh * p.v_sh;
+    const u16* qbase = (const u16*)p.q + b * p.q_sb;
+    const u16* dobase = (const u16*)p.dout + b * p.do_sb;
+
+    // Query t sees key j iff t < T, j < sk and (not causal or j <= off + t).
+    const i64 sk = seq_keys(p, b);
+    const i64 off = p.kv_len ? sk - p.T : p.q_offset;
+    i64 t_lo = 0;
+    if (p.causal) {
+        t_lo = j0 - off;
+        if (t_lo < 0) t_lo = 0;
+    }
+    const i64 nq = (j0 < sk && t_lo < p.T) ? (p.T - t_lo + BQ - 1) / BQ : 0;
+    const i64 n = G * nq;
+    const float sl2 = p.scale * LOG2E;
+
+    load_rows<D, BWD_BN>(Ks, kp, p.k_ss, j0, p.S, tid);
+    load_rows<D, BWD_BN>(Vs, vp, p.v_ss, j0, p.S, tid);
+    cp_async_commit();
+
+    // Issues the loads of step i (query head kvh·G + i / nq, queries t_lo + (i % nq)·BQ...) into
+    // buffer `buf`.
+    auto issue = [&](i64 i, int buf) {
+        const i64 h = kvh * G + i / nq, t0 = t_lo + (i % nq) * BQ;
+        load_rows<D, BQ>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
+        load_rows<D, BQ>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
+        for (int r = tid; r < BQ; r += 128) {
+            const i64 t = t0 + r;
+            float l = NEG_INF, e = 0.f;
+            if (t < p.T) {
+                const i64 row = (b * p.H + h) * p.T + t;
+                l = p.lse[row];
+                e = p.delta[row];
+            }
+            Ls[buf * BQ + r] = l == NEG_INF ? NEG_INF : l * LOG2E;
+            Es[buf * BQ + r] = e;
+        }
+    };
+
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
+    }
+
+    if (n > 0) issue(0, 0);
+    cp_async_commit();
+    for (i64 i = 0; i < n; ++i) {
+        const int buf = (int)(i & 1);
+        if (i + 1 < n) issue(i + 1, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();  // K, V and step i have landed (step i + 1 may be in flight)
+        __syncthreads();
+
+        const i64 t0 = t_lo + (i % nq) * BQ;
+        const u16* Qb = Qs + buf * BQ * LDS;
+        const u16* Db = Ds + buf * BQ * LDS;
+        const float* Lb = Ls + buf * BQ;
+        const float* Eb = Es + buf * BQ;
+        // The tile's last valid query sees the most keys: skip this warp when it sees none of
+        // the warp's 16 (warp-uniform).
+        const i64 tl = t0 + BQ - 1 < p.T - 1 ? t0 + BQ - 1 : p.T - 1;
+        const bool any = j0 + kw < sk && (!p.causal || j0 + kw <= off + tl);
+        if (any) {
+            float s[NQ][4], dp[NQ][4];
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.f;
+            }
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                u32 ka[4], va[4];
+                ld_a(ka, Ks, LDS, kw, ks * 16, lane);
+                ld_a(va, Vs, LDS, kw, ks * 16, lane);
+#pragma unroll
+                for (int np = 0; np < NQ / 2; ++np) {
+                    u32 b0, b1, b2, b3;
+                    ld_b_nk(b0, b1, b2, b3, Qb, LDS, np * 16, ks * 16, lane);
+                    mma16816<DT>(s[2 * np], ka, b0, b1);
+                    mma16816<DT>(s[2 * np + 1], ka, b2, b3);
+                    ld_b_nk(b0, b1, b2, b3, Db, LDS, np * 16, ks * 16, lane);
+                    mma16816<DT>(dp[2 * np], va, b0, b1);
+                    mma16816<DT>(dp[2 * np + 1], va, b2, b3);
+                }
+            }
+            // Pᵀ and dSᵀ in place (rows: keys jA / jB, columns: queries t0 + c). Every element is
+            // visible when the warp's last key is at or before the tile's first query's diagonal.
+            const bool full = !p.bias && t0 + BQ <= p.T && j0 + kw + 16 <= sk &&
+                              (!p.causal || j0 + kw + 15 <= off + t0);
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int c = nt * 8 + tig * 2 + (e & 1);
+                    const i64 j = e < 2 ? jA : jB;
+                    const float l2 = Lb[c];
+                    float pr = 0.f;
+                    if (full) {
+                        pr = exp2f(s[nt][e] * sl2 - l2);
+                    } else {
+                        const i64 t = t0 + c;
+                        if (t < p.T && j < sk && (!p.causal || j <= off + t) && l2 != NEG_INF) {
+                            const float x =
+                                p.bias ? (s[nt][e] * p.scale + bias_at(p, b, t, j)) * LOG2E : s[nt][e] * sl2;
+                            pr = exp2f(x - l2);
+                        }
+                    }
+                    s[nt][e] = pr;
+                    dp[nt][e] = pr * (dp[nt][e] - Eb[c]);
+                }
+            }
+            // dV += Pᵀ dO, dK += dSᵀ Q (k = the tile's queries).
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk) {
+                u32 pa[4], sa[4];
+                acc_to_a<DT>(pa, s[2 * kk], s[2 * kk + 1]);
+                acc_to_a<DT>(sa, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+                for (int dd = 0; dd < D / 16; ++dd) {
+                    u32 b0, b1, b2, b3;
+                    ld_b_kn(b0, b1, b2, b3, Db, LDS, kk * 16, dd * 16, lane);
+                    mma16816<DT>(dv[2 * dd], pa, b0, b1);
+                    mma16816<DT>(dv[2 * dd + 1], pa, b2, b3);
+                    ld_b_kn(b0, b1, b2, b3, Qb, LDS, kk * 16, dd * 16, lane);
+                    mma16816<DT>(dk[2 * dd], sa, b0, b1);
+                    mma16816<DT>(dk[2 * dd + 1], sa, b2, b3);
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with buffer `buf` before step i + 2 refills it
+    }
+    cp_async_wait<0>();
+
+    // Keys past S are not written; keys no query sees get zeros.
+    u16* dkp = (u16*)p.dk + (b * p.KVH + kvh) * p.S * D;
+    u16* dvp = (u16*)p.dv + (b * p.KVH + kvh) * p.S * D;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+        const int col = nd * 8 + tig * 2;
+        if (jA < p.S) {
+            *(u32*)(dkp + jA * D + col) = Elem<DT>::pack2(dk[nd][0] * p.scale, dk[nd][1] * p.scale);
+            *(u32*)(dvp + jA * D + col) = Elem<DT>::pack2(dv[nd][0], dv[nd][1]);
+        }
+        if (jB < p.S) {
+            *(u32*)(dkp + jB * D + col) = Elem<DT>::pack2(dk[nd][2] * p.scale, dk[nd][3] * p.scale);
+            *(u32*)(dvp + jB * D + col) = Elem<DT>::pack2(dv[nd][2], dv[nd][3]);
+        }
+    }
+}
+
+template <int DT, int D>
+__device__ __forceinline__ void bwd_mma_dq(const Params& p) {
+    constexpr int LDS = BwdMma<D>::LDS;
+    constexpr int KN = BwdMma<D>::KN;
+    constexpr int KS = D / 16;  // k-steps of S and dP
+    constexpr int NK = KN / 8;  // n-tiles (keys) of S and dP
+    constexpr int ND = D / 8;   // n-tiles of dQ
+    __shared__ __align__(16) u16 Ks[2][KN * LDS];
+    __shared__ __align__(16) u16 Vs[2][KN * LDS];
+
+    // Heavy (late, causal) query blocks first.
+    const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
+    const i64 h = blockIdx.y, b = blockIdx.z;
+    const i64 kvh = h / (p.H / p.KVH);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const i64 rA = mb * 64 + warp * 16 + g, rB = rA + 8;
+
+    const u16* qp = (const u16*)p.q + b * p.q_sb + h * p.q_sh;
+    const u16* dop = (const u16*)p.dout + b * p.do_sb + h * p.do_sh;
+    const u16* kp = (const u16*)p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vp = (const u16*)p.v + b * p.v_sb + kvh * p.v_sh;
+
+    u32 qf[KS][4], of[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+        const int c0 = ks * 16 + tig * 2, c1 = c0 + 8;
+        qf[ks][0] = rA < p.T ? ld_u32(qp + rA * p.q_st + c0) : 0u;
+        qf[ks][1] = rB < p.T ? ld_u32(qp + rB * p.q_st + c0) : 0u;
+        qf[ks][2] = rA < p.T ? ld_u32(qp + rA * p.q_st + c1) : 0u;
+        qf[ks][3] = rB < p.T ? ld_u32(qp + rB * p.q_st + c1) : 0u;
+        of[ks][0] = rA < p.T ? ld_u32(dop + rA * p.do_st + c0) : 0u;
+        of[ks][1] = rB < p.T ? ld_u32(dop + rB * p.do_st + c0) : 0u;
+        of[ks][2] = rA < p.T ? ld_u32(dop + rA * p.do_st + c1) : 0u;
+        of[ks][3] = rB < p.T ? ld_u32(dop + rB * p.do_st + c1) : 0u;
+    }
+    const i64 endA = rA < p.T ? key_end(p, b, rA) : 0;
+    const i64 endB = rB < p.T ? key_end(p, b, rB) : 0;
+    const i64 rowA = (b * p.H + h) * p.T + rA, rowB = rowA + 8;
+    const float lA = rA < p.T ? p.lse[rowA] * LOG2E : NEG_INF;
+    const float lB = rB < p.T ? p.lse[rowB] * LOG2E : NEG_INF;
+    const float eA = rA < p.T ? p.delta[rowA] : 0.f;
+    const float eB = rB < p.T ? p.delta[rowB] : 0.f;
+    // Keys seen by the block's / this warp's last valid row (key_end is monotone in t).
+    i64 last = mb * 64 + 63;
+    if (last > p.T - 1) last = p.T - 1;
+    const i64 block_end = key_end(p, b, last);
+    i64 wlast = mb * 64 + warp * 16 + 15;
+    if (wlast > p.T - 1) wlast = p.T - 1;
+    const i64 warp_end = mb * 64 + warp * 16 < p.T ? key_end(p, b, wlast) : 0;
+    // Every key of a tile ending at or before this is visible to all of the warp's rows.
+    const i64 warp_full = mb * 64 + warp * 16 + 15 < p.T ? key_end(p, b, mb * 64 + warp * 16) : 0;
+    const float sl2 = p.scale * LOG2E;
+
+    float dq[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+
+    const i64 n = (block_end + KN - 1) / KN;
+    if (n > 0) {
+        load_rows<D, KN>(Ks[0], kp, p.k_ss, 0, p.S, tid);
+        load_rows<D, KN>(Vs[0], vp, p.v_ss, 0, p.S, tid);
+    }
+    cp_async_commit();
+    for (i64 i = 0; i < n; ++i) {
+        const int buf = (int)(i & 1);
+        const i64 j0 = i * KN;
+        if (i + 1 < n) {
+            load_rows<D, KN>(Ks[buf ^ 1], kp, p.k_ss, j0 + KN, p.S, tid);
+            load_rows<D, KN>(Vs[buf ^ 1], vp, p.v_ss, j0 + KN, p.S, tid);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();  // tile i has landed (tile i + 1 may be in flight)
+        __syncthreads();
+
+        if (j0 < warp_end) {  // warp-uniform
+            const u16* Kb = Ks[buf];
+            const u16* Vb = Vs[buf];
+            float s[NK][4], dp[NK][4];
+#pragma unroll
+            for (int nt = 0; nt < NK; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.f;
+            }
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+                for (int np = 0; np < NK / 2; ++np) {
+                    u32 b0, b1, b2, b3;
+                    ld_b_nk(b0, b1, b2, b3, Kb, LDS, np * 16, ks * 16, lane);
+                    mma16816<DT>(s[2 * np], qf[ks], b0, b1);
+                    mma16816<DT>(s[2 * np + 1], qf[ks], b2, b3);
+                    ld_b_nk(b0, b1, b2, b3, Vb, LDS, np * 16, ks * 16, lane);
+                    mma16816<DT>(dp[2 * np], of[ks], b0, b1);
+                    mma16816<DT>(dp[2 * np + 1], of[ks], b2, b3);
+                }
+            }
+            const bool full = !p.bias && j0 + KN <= warp_full;
+#pragma unroll
+            for (int nt = 0; nt < NK; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const bool top = e < 2;
+                    const i64 j = j0 + nt * 8 + tig * 2 + (e & 1);
+                    const float l2 = top ? lA : lB;
+                    float pr = 0.f;
+                    if (full) {
+                        pr = exp2f(s[nt][e] * sl2 - l2);
+                    } else if (j < (top ? endA : endB) && l2 != NEG_INF) {
+                        const float x =
+                            p.bias ? (s[nt][e] * p.scale + bias_at(p, b, top ? rA : rB, j)) * LOG2E : s[nt][e] * sl2;
+                        pr = exp2f(x - l2);
+                    }
+                    dp[nt][e] = pr * (dp[nt][e] - (top ? eA : eB));
+                }
+            }
+            // dQ += dS K (k = the tile's keys).
+#pragma unroll
+            for (int kk = 0; kk < KN / 16; ++kk) {
+                u32 sa[4];
+                acc_to_a<DT>(sa, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+                for (int dd = 0; dd < D / 16; ++dd) {
+                    u32 b0, b1, b2, b3;
+                    ld_b_kn(b0, b1, b2, b3, Kb, LDS, kk * 16, dd * 16, lane);
+                    mma16816<DT>(dq[2 * dd], sa, b0, b1);
+                    mma16816<DT>(dq[2 * dd + 1], sa, b2, b3);
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with buffer `buf` before tile i + 2 refills it
+    }
+    cp_async_wait<0>();
+
+    u16* dqp = (u16*)p.dq + (b * p.H + h) * p.T * D;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+        const int col = nd * 8 + tig * 2;
+        if (rA < p.T) *(u32*)(dqp + rA * D + col) = Elem<DT>::pack2(dq[nd][0] * p.scale, dq[nd][1] * p.scale);
+        if (rB < p.T) *(u32*)(dqp + rB * D + col) = Elem<DT>::pack2(dq[nd][2] * p.scale, dq[nd][3] * p.scale);
+    }
+}
+
+#define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
+    extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
+        bwd_mma_dkdv<DT, D>(p);                                                                             \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dq_##NAME##_d##D(const Params p) {   \
+        bwd_mma_dq<DT, D>(p);                                                                               \
+    }

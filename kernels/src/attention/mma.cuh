@@ -1,0 +1,107 @@
+// Tensor-core helpers shared by the mma modules (fwd_mma.cu, bwd_mma.cu); prepended after
+// common.cuh to those modules only. Fragment conventions of mma.sync.m16n8k16 (g = lane / 4,
+// tig = lane % 4): A (16x16, row-major) a0 = (row g, cols 2tig..+1), a1 = (row g+8, same cols),
+// a2 = (row g, cols 8+2tig..+1), a3 = (row g+8, cols 8+2tig..+1); B (16x8, "col") b0 = (k 2tig..+1,
+// n g), b1 = (k 8+2tig..+1, n g); C (16x8) c0,c1 = (row g, cols 2tig..+1), c2,c3 = (row g+8, same).
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    return (u32)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most N of this thread's committed cp.async groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+
+template <int DT>
+__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1);
+
+template <>
+__device__ __forceinline__ void mma16816<1>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma16816<2>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 ld_u32(const u16* p) { return *(const u32*)p; }
+
+// A fragment of the 16x16 tile at (row m0, col k0) of a row-major [m][k] shared array.
+__device__ __forceinline__ void ld_a(u32* a, const u16* s, int lds, int m0, int k0, int lane) {
+    ldmatrix_x4(a[0], a[1], a[2], a[3], &s[(m0 + (lane & 15)) * lds + k0 + (lane >> 4) * 8]);
+}
+
+// B fragments of two n-tiles (n0..n0+7: b0, b1; n0+8..n0+15: b2, b3) over k0..k0+15, from a
+// shared array stored [n][k] (k contiguous: K for Q Kᵀ).
+__device__ __forceinline__ void ld_b_nk(u32& b0, u32& b1, u32& b2, u32& b3, const u16* s, int lds, int n0, int k0,
+                                        int lane) {
+    ldmatrix_x4(b0, b1, b2, b3, &s[(n0 + (lane & 7) + ((lane >> 4) << 3)) * lds + k0 + ((lane >> 3) & 1) * 8]);
+}
+
+// The same two n-tiles from a shared array stored [k][n] (n contiguous: V for P V), transposed by
+// ldmatrix.
+__device__ __forceinline__ void ld_b_kn(u32& b0, u32& b1, u32& b2, u32& b3, const u16* s, int lds, int k0, int n0,
+                                        int lane) {
+    ldmatrix_x4_trans(b0, b1, b2, b3, &s[(k0 + (lane & 15)) * lds + n0 + (lane >> 4) * 8]);
+}
+
+// The A fragment (16 x 16, columns 16kk..16kk+15) of a product whose left operand is an f32
+// accumulator tile held as n-tiles c0 = columns 16kk..+7 and c1 = 16kk+8..+15.
+template <int DT>
+__device__ __forceinline__ void acc_to_a(u32* a, const float* c0, const float* c1) {
+    a[0] = Elem<DT>::pack2(c0[0], c0[1]);
+    a[1] = Elem<DT>::pack2(c0[2], c0[3]);
+    a[2] = Elem<DT>::pack2(c1[0], c1[1]);
+    a[3] = Elem<DT>::pack2(c1[2], c1[3]);
+}
+
+// Issues 16-byte cp.async copies of rows r0..r0+ROWS (D elements each, row stride `stride`) into
+// a shared array with leading dimension D + 8; rows at or past `limit` are zero-filled with
+// ordinary stores. Not committed. 128 threads.
+template <int D, int ROWS>
+__device__ __forceinline__ void load_rows(u16* dst, const u16* src, i64 stride, i64 r0, i64 limit, int tid) {
+    constexpr int LDS = D + 8;
+    for (int i = tid; i < ROWS * (D / 8); i += 128) {
+        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        const i64 j = r0 + r;
+        u16* d = &dst[r * LDS + c];
+        if (j < limit) {
+            cp_async16(d, src + j * stride + c);
+        } else {
+            *(uint4*)d = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
