@@ -10,7 +10,8 @@
 //!
 //! [`linear::linear`] is the model's `x @ W (+ b)`: burn's matmul on every backend, and on
 //! burn-cuda (with the `cuda` feature) one cuBLASLt call on burn's buffers and stream, with an
-//! autodiff backward through the same GEMM (issue 7).
+//! autodiff backward through the same GEMM (issue 7); decode-sized forward products (`M ≤ 8`,
+//! bf16/f16) run our memory-bound GEMV kernels instead ([`linear::gemv`], NVRTC-compiled).
 
 pub mod attention;
 pub mod linear;

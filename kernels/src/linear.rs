@@ -9,6 +9,12 @@
 //! directly (a batch that does not flatten into rows, broadcast strides) and unsupported dtypes
 //! take the reference path, so the result never depends on which route ran beyond rounding.
 //!
+//! Decode-sized forward products (`M ≤ 8` rows, bf16/f16, a weight layout [`gemv`] can read) run
+//! our own memory-bound GEMV kernels (`linear/gemv.cu`, compiled by NVRTC) instead of cuBLASLt on
+//! burn-cuda; `RESEARCH_GEMV=off` keeps them on cuBLASLt. Both routes are enqueued without host
+//! round trips once a problem of the same key has run (see `linear/cuda.rs`);
+//! `RESEARCH_GEMM_SYNC=1` keeps every call blocking (for comparisons).
+//!
 //! Setting `RESEARCH_GEMM=reference` in the environment forces the reference path everywhere
 //! (for comparisons and benchmarks).
 
@@ -17,6 +23,7 @@ use burn::tensor::Tensor;
 
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+pub mod gemv;
 
 /// `x @ w (+ b)` over the last dimension of `x`: `x` is `[.., in]`, `w` is `[in, out]` (any
 /// strides, e.g. a transposed view of an `[out, in]` tensor), `b` is `[out]`. Returns `[.., out]`.
@@ -68,6 +75,29 @@ pub fn cublaslt_counts() -> (u64, u64) {
     }
     #[cfg(not(feature = "cuda"))]
     (0, 0)
+}
+
+/// `(launched, declined)`: GEMV products enqueued so far in this process (each counted once, also
+/// when split-K adds a second kernel), and planned GEMV products that ran on cuBLASLt instead
+/// (unaligned pointers, or the kernels failed to load; a warning names each distinct reason).
+/// Always `(0, 0)` without the `cuda` feature. For diagnostics and the GPU test binaries.
+pub fn gemv_counts() -> (u64, u64) {
+    #[cfg(feature = "cuda")]
+    {
+        use std::sync::atomic::Ordering;
+        (
+            cuda::GEMV_LAUNCHED.load(Ordering::Relaxed),
+            cuda::GEMV_DECLINED.load(Ordering::Relaxed),
+        )
+    }
+    #[cfg(not(feature = "cuda"))]
+    (0, 0)
+}
+
+/// Whether `RESEARCH_GEMV=off` keeps decode products on cuBLASLt (read once per process).
+pub fn gemv_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("RESEARCH_GEMV").is_ok_and(|v| v == "off"))
 }
 
 /// Whether `RESEARCH_GEMM=reference` asks for the reference path.
@@ -131,7 +161,7 @@ pub fn flatten_rows(shape: &[usize], strides: &[usize], fallback_stride: usize) 
 
 /// A GEMM `Y[M, N] = X[M, K] · W[K, N]` laid out for column-major BLAS: it computes
 /// `Yᵀ (N × M) = op(A) · op(B)` with `A` from `W` and `B` from `X`, `Y` written contiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GemmPlan {
     /// Rows of `Y` (all leading dimensions of `x` flattened).
     pub m: usize,

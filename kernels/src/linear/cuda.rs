@@ -19,11 +19,36 @@
 //!   burn's producers and before its consumers, no host synchronisation.
 //! - The output is allocated by burn (`client.empty`) on the same stream; the cuBLASLt workspace
 //!   (32 MiB per stream) is one `cuMemAlloc` kept for the process.
+//!
+//! Decode products (issue 7's second part). A forward linear product with `M ≤ 8` rows in
+//! bf16/f16 whose weight layout `linear/gemv.rs` accepts runs our GEMV kernels (`gemv.cu`, NVRTC
+//! for the device's architecture, loaded once per device and `(dtype, M)`, launched with
+//! `cuLaunchKernel` on the same stream; split-K needs an f32 scratch buffer from `client.empty`
+//! and arrival counters: one `cuMemAlloc` of `gemv::COUNTERS` u32 per stream, zeroed once on that
+//! stream, kept for the process, left at zero by every launch). The device call decides last: when `W` (or, K-contiguous, `X`) is not
+//! 16-byte aligned, or the module fails to compile/load or launch, the same call runs cuBLASLt
+//! instead (counted in `gemv_counts().1`, warned once per reason), so a planned GEMV never needs a
+//! host-side fallback. `RESEARCH_GEMV=off` plans none (for comparisons). Backward products and the
+//! batched `matmul` never take the GEMV route.
+//!
+//! Host round trips. `submit_blocking` makes the calling thread wait until cubecl's device thread
+//! has run the closure: a few microseconds per product, comparable to a whole 25 MB GEMV. cubecl
+//! enqueues its own kernels with the non-blocking `DeviceHandle::submit` (same FIFO queue, same
+//! `StreamId` propagated), so the closure still runs in order with burn's work when submitted that
+//! way; what is lost is the `Result`, i.e. the fallback to burn's path when the call fails. So:
+//! the first product of each host-side key (device, dtype, shapes and strides, bias, GEMV geometry;
+//! pointer alignment is not part of it) is blocking, and a failure there takes burn's path as
+//! before; once a key has succeeded, later products of that key are submitted without waiting.
+//! What can still fail on the device thread then is resolving a buffer (a cubecl bug), building a
+//! cuBLASLt plan for a new pointer alignment, or a launch into a broken context; such a failure is
+//! logged as an error, counted in `cublaslt_counts().1`, the product's output is left undefined,
+//! and every later product waits again (falling back to burn's path on failure). GEMV problems
+//! cannot fail that way (above). `RESEARCH_GEMM_SYNC=1` keeps every call blocking.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -46,7 +71,8 @@ use burn_cubecl::CubeBackend;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys as lts;
 
-use super::{reference_forced, GemmPlan};
+use super::gemv::{plan_gemv, GemvGeometry, GemvParams, THREADS as GEMV_THREADS};
+use super::{gemv_disabled, reference_forced, GemmPlan};
 
 /// The engine's burn-cuda backend type.
 type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -55,6 +81,7 @@ type CT = CubeTensor<CudaRuntime>;
 /// backend's associated type).
 type AutodiffTensor = <Autodiff<Cuda> as BackendTypes>::FloatTensorPrimitive;
 type Server = <CudaRuntime as Runtime>::Server;
+type DevKey = (u16, u32);
 
 const WORKSPACE_BYTES: usize = 32 << 20;
 
@@ -92,6 +119,7 @@ pub(crate) fn try_linear<B: Backend, const D: usize>(
             cast::<_, CT>(xp).ok()?,
             cast::<_, CT>(wp).ok()?,
             bp.map(|b| cast::<_, CT>(b).ok()).unwrap_or(None),
+            true,
         )?;
         cast(y).ok()?
     } else {
@@ -149,9 +177,10 @@ fn cublaslt_present() -> bool {
     })
 }
 
-/// `x [.., K] @ w [K, N] (+ b [N])` on burn-cuda tensors through cuBLASLt, or `None` when the
-/// layout/dtype is not supported or cuBLASLt fails (the caller then takes the reference path).
-pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>) -> Option<CT> {
+/// `x [.., K] @ w [K, N] (+ b [N])` on burn-cuda tensors through cuBLASLt (or, with `allow_gemv`,
+/// the GEMV kernels when they take the problem), or `None` when the layout/dtype is not supported
+/// or the call fails (the caller then takes the reference path).
+pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>, allow_gemv: bool) -> Option<CT> {
     let dtype = x.dtype;
     if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) || w.dtype != dtype || x.qparams.is_some() {
         return None;
@@ -167,7 +196,12 @@ pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>) -> Option<CT> {
     }
     let mut out_dims: Vec<usize> = x.meta.shape().to_vec();
     *out_dims.last_mut()? = plan.n;
-    launch(&x, &w, bias.as_ref(), plan, out_dims)
+    let gemv = if allow_gemv && matches!(dtype, DType::BF16 | DType::F16) && !gemv_disabled() {
+        plan_gemv(&plan)
+    } else {
+        None
+    };
+    launch(&x, &w, bias.as_ref(), plan, out_dims, gemv)
 }
 
 /// Batched `a [.., M, K] @ b [.., K, N]` (equal batch dimensions) through one strided-batched
@@ -180,14 +214,73 @@ pub(crate) fn bmm(a: CT, b: CT) -> Option<CT> {
     let plan = GemmPlan::batched(a.meta.shape(), a.meta.strides(), b.meta.shape(), b.meta.strides())?;
     let mut out_dims: Vec<usize> = a.meta.shape().to_vec();
     *out_dims.last_mut()? = plan.n;
-    launch(&a, &b, None, plan, out_dims)
+    launch(&a, &b, None, plan, out_dims, None)
 }
 
-/// Allocates the contiguous output with burn and enqueues the cuBLASLt call on burn's stream.
-fn launch(x: &CT, w: &CT, bias: Option<&CT>, plan: GemmPlan, out_dims: Vec<usize>) -> Option<CT> {
+/// What decides whether a product may be enqueued without waiting: everything the host knows
+/// about it (not the pointers).
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct HostKey {
+    device: DevKey,
+    dtype: u8,
+    plan: GemmPlan,
+    bias: bool,
+    gemv: Option<GemvGeometry>,
+}
+
+fn dtype_code(dtype: DType) -> u8 {
+    match dtype {
+        DType::F32 => 0,
+        DType::BF16 => 1,
+        _ => 2,
+    }
+}
+
+/// Keys whose first (blocking) product succeeded.
+fn known_good() -> &'static Mutex<HashSet<HostKey>> {
+    static KNOWN: OnceLock<Mutex<HashSet<HostKey>>> = OnceLock::new();
+    KNOWN.get_or_init(Default::default)
+}
+
+/// Set when a product enqueued without waiting failed: every later product waits again.
+static POISONED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `RESEARCH_GEMM_SYNC=1` keeps every call blocking (read once per process).
+fn sync_forced() -> bool {
+    static SYNC: OnceLock<bool> = OnceLock::new();
+    *SYNC.get_or_init(|| std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1"))
+}
+
+fn may_skip_wait(key: &HostKey) -> bool {
+    !sync_forced()
+        && !POISONED.load(Ordering::Relaxed)
+        && known_good().lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+}
+
+fn async_failure(reason: &str) {
+    POISONED.store(true, Ordering::Relaxed);
+    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        "a linear product enqueued without waiting failed on the device thread ({reason}); its output is \
+         undefined; later products wait for the device thread and fall back to burn's path on failure"
+    );
+}
+
+/// Allocates the contiguous output with burn and enqueues the product (GEMV kernels when `gemv`
+/// is given, else cuBLASLt) on burn's stream: blocking the first time a key is seen, without
+/// waiting afterwards (module docs).
+fn launch(
+    x: &CT,
+    w: &CT,
+    bias: Option<&CT>,
+    plan: GemmPlan,
+    out_dims: Vec<usize>,
+    gemv: Option<GemvGeometry>,
+) -> Option<CT> {
     let dtype = x.dtype;
     let elem = dtype.size();
     let out_handle = x.client.empty(plan.batch * plan.m * plan.n * elem);
+    let part = gemv.filter(|g| g.splits > 1).map(|g| x.client.empty(g.partial_bytes()));
     let call = Call {
         plan,
         dtype,
@@ -195,20 +288,39 @@ fn launch(x: &CT, w: &CT, bias: Option<&CT>, plan: GemmPlan, out_dims: Vec<usize
         w: w.handle.clone(),
         bias: bias.map(|b| b.handle.clone()),
         out: out_handle.clone(),
+        gemv: gemv.map(|g| (g, part)),
     };
     let device_id = x.device.to_id();
-    let key_device = (device_id.type_id, device_id.index_id as u32);
+    let key_device: DevKey = (device_id.type_id, device_id.index_id as u32);
+    let key = HostKey {
+        device: key_device,
+        dtype: dtype_code(dtype),
+        plan,
+        bias: bias.is_some(),
+        gemv,
+    };
     let device = DeviceHandle::<Server>::new(device_id);
+    let output = || {
+        CT::new_contiguous(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::from(out_dims.clone()),
+            out_handle.clone(),
+            dtype,
+        )
+    };
+    if may_skip_wait(&key) {
+        device.submit(move |server| {
+            if let Err(reason) = call.run(server, key_device) {
+                async_failure(&reason);
+            }
+        });
+        return Some(output());
+    }
     match device.submit_blocking(move |server| call.run(server, key_device)) {
         Ok(Ok(())) => {
-            LAUNCHED.fetch_add(1, Ordering::Relaxed);
-            Some(CT::new_contiguous(
-                x.client.clone(),
-                x.device.clone(),
-                Shape::from(out_dims),
-                out_handle,
-                dtype,
-            ))
+            known_good().lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+            Some(output())
         }
         Ok(Err(reason)) => {
             warn_once(&reason);
@@ -231,9 +343,23 @@ fn warn_once(reason: &str) {
     }
 }
 
-/// cuBLASLt products enqueued, and calls that failed over to burn's path after trying.
+/// cuBLASLt products enqueued, and calls that failed over to burn's path after trying (or failed
+/// on the device thread after being enqueued without waiting).
 pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+/// GEMV products enqueued, and planned GEMV products that ran on cuBLASLt instead.
+pub(crate) static GEMV_LAUNCHED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static GEMV_DECLINED: AtomicU64 = AtomicU64::new(0);
+
+fn gemv_declined(reason: &str) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    GEMV_DECLINED.fetch_add(1, Ordering::Relaxed);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.iter().any(|s| s == reason) {
+        tracing::warn!("GEMV product ran on cuBLASLt instead: {reason}");
+        seen.push(reason.to_string());
+    }
+}
 
 struct Call {
     plan: GemmPlan,
@@ -242,6 +368,8 @@ struct Call {
     w: Handle,
     bias: Option<Handle>,
     out: Handle,
+    /// The GEMV launch and its split-K scratch buffer, when planned.
+    gemv: Option<(GemvGeometry, Option<Handle>)>,
 }
 
 /// The cached cuBLASLt objects for one problem.
@@ -264,12 +392,22 @@ struct PlanKey {
     align: [u8; 4],
 }
 
+/// A GEMV kernel: device, layout, dtype name, rows.
+type GemvFnKey = (DevKey, super::gemv::GemvLayout, &'static str, usize);
+
 #[derive(Default)]
 struct LtState {
     handles: HashMap<(u16, u32), lts::cublasLtHandle_t>,
     streams: HashMap<((u16, u32), u64), usize>,
     workspaces: HashMap<usize, u64>,
     plans: HashMap<PlanKey, LtPlan>,
+    /// `(major, minor)` compute capability per device.
+    arch: HashMap<DevKey, (i32, i32)>,
+    /// GEMV modules per device, dtype name and rows (failures cached too).
+    gemv_modules: HashMap<(DevKey, &'static str, usize), Result<usize, String>>,
+    gemv_functions: HashMap<GemvFnKey, usize>,
+    /// Split-K arrival counters per stream (`gemv::COUNTERS` u32, zero between launches).
+    gemv_counters: HashMap<usize, u64>,
 }
 
 // SAFETY: the raw cuBLASLt/CUDA handles are only used under the mutex, from cubecl's device
@@ -298,7 +436,9 @@ fn lt_err(what: &str) -> impl Fn(lt::CublasError) -> String + '_ {
 }
 
 impl Call {
-    fn run(self, server: &mut Server, device: (u16, u32)) -> Result<(), String> {
+    /// Resolves the buffers and enqueues the product: the GEMV kernels when planned and possible,
+    /// else cuBLASLt. Counts what ran.
+    fn run(self, server: &mut Server, device: DevKey) -> Result<(), String> {
         let stream_id = StreamId::current();
         let get = |server: &mut Server, h: Handle| {
             server
@@ -312,8 +452,14 @@ impl Call {
             None => None,
         };
         let ro = get(server, self.out)?;
+        let (gemv, rp) = match self.gemv {
+            Some((g, Some(part))) => (Some(g), Some(get(server, part)?)),
+            Some((g, None)) => (Some(g), None),
+            None => (None, None),
+        };
         let (px, pw, po) = (rx.resource().ptr, rw.resource().ptr, ro.resource().ptr);
         let pb = rb.as_ref().map(|r| r.resource().ptr);
+        let pp = rp.as_ref().map(|r| r.resource().ptr);
 
         let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
         let st = &mut *st;
@@ -325,6 +471,27 @@ impl Call {
                 s
             }
         };
+        if let Some(g) = gemv {
+            let tried = if !g.pointers_aligned(px, pw) {
+                Err("pointers not 16-byte aligned".to_string())
+            } else if g.splits > 1 && pp.is_none() {
+                Err("no split-K scratch buffer".to_string())
+            } else {
+                st.launch_gemv(device, stream, &g, self.dtype, |counters| {
+                    GemvParams::new(&g, px, pw, pb.unwrap_or(0), po, pp.unwrap_or(0), counters)
+                })
+            };
+            match tried {
+                Ok(()) => {
+                    GEMV_LAUNCHED.fetch_add(1, Ordering::Relaxed);
+                    drop((rx, rw, rb, ro, rp));
+                    return Ok(());
+                }
+                // Whatever the GEMV kernels left in the output, cuBLASLt overwrites it below,
+                // later on the same stream.
+                Err(reason) => gemv_declined(&reason),
+            }
+        }
         let handle = match st.handles.get(&device) {
             Some(&h) => h,
             None => {
@@ -361,9 +528,8 @@ impl Call {
                 pb.map(align_of_ptr).unwrap_or(8),
             ],
         };
-        if !st.plans.contains_key(&key) {
-            let built = build_plan(handle, &key, self.dtype)?;
-            st.plans.insert(key, built);
+        if let std::collections::hash_map::Entry::Vacant(slot) = st.plans.entry(key) {
+            slot.insert(build_plan(handle, &key, self.dtype)?);
         }
         let lp = &st.plans[&key];
         let alpha = 1.0f32;
@@ -401,7 +567,163 @@ impl Call {
             )
             .map_err(lt_err("cublasLtMatmul"))?;
         }
-        drop((rx, rw, rb, ro));
+        LAUNCHED.fetch_add(1, Ordering::Relaxed);
+        drop((rx, rw, rb, ro, rp));
+        Ok(())
+    }
+}
+
+fn check(what: &str, r: cudarc::driver::sys::CUresult) -> Result<(), String> {
+    if r == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("{what}: {r:?}"))
+    }
+}
+
+fn gemv_dtype_name(dtype: DType) -> Result<&'static str, String> {
+    match dtype {
+        DType::BF16 => Ok("bf16"),
+        DType::F16 => Ok("f16"),
+        other => Err(format!("GEMV kernels do not take {other:?}")),
+    }
+}
+
+impl LtState {
+    fn arch(&mut self, device: DevKey) -> Result<(i32, i32), String> {
+        use cudarc::driver::sys as cu;
+        if let Some(&a) = self.arch.get(&device) {
+            return Ok(a);
+        }
+        let mut dev: cu::CUdevice = 0;
+        let (mut major, mut minor) = (0i32, 0i32);
+        // SAFETY: plain queries of the current context's device.
+        unsafe {
+            check("cuCtxGetDevice", cu::cuCtxGetDevice(&mut dev))?;
+            check(
+                "compute capability",
+                cu::cuDeviceGetAttribute(
+                    &mut major,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    dev,
+                ),
+            )?;
+            check(
+                "compute capability",
+                cu::cuDeviceGetAttribute(
+                    &mut minor,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    dev,
+                ),
+            )?;
+        }
+        self.arch.insert(device, (major, minor));
+        Ok((major, minor))
+    }
+
+    /// The loaded GEMV function for `key`, compiling and loading its module on first use.
+    fn gemv_function(&mut self, key: GemvFnKey, entry: impl FnOnce() -> String) -> Result<usize, String> {
+        use cudarc::driver::sys as cu;
+        if let Some(&f) = self.gemv_functions.get(&key) {
+            return Ok(f);
+        }
+        let (device, _, dt, m) = key;
+        let module = match self.gemv_modules.get(&(device, dt, m)) {
+            Some(loaded) => loaded.clone()?,
+            None => {
+                let (major, minor) = self.arch(device)?;
+                let loaded = if major < 8 {
+                    Err(format!("compute capability {major}.{minor} < 8.0 (bf16 conversions)"))
+                } else {
+                    super::gemv::ptx(dt, m, &format!("sm_{major}{minor}")).and_then(|ptx| {
+                        let image = std::ffi::CString::new(ptx).map_err(|e| format!("PTX with NUL: {e}"))?;
+                        let mut module: cu::CUmodule = std::ptr::null_mut();
+                        // SAFETY: a NUL-terminated PTX image; the module is kept for the process.
+                        unsafe {
+                            check(
+                                "cuModuleLoadData(gemv)",
+                                cu::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void),
+                            )?;
+                        }
+                        Ok(module as usize)
+                    })
+                };
+                self.gemv_modules.insert((device, dt, m), loaded.clone());
+                loaded?
+            }
+        };
+        let entry = entry();
+        let name = std::ffi::CString::new(entry.as_str()).map_err(|e| e.to_string())?;
+        let mut f: cu::CUfunction = std::ptr::null_mut();
+        // SAFETY: a loaded module and a NUL-terminated name.
+        unsafe {
+            check(
+                &format!("cuModuleGetFunction({entry})"),
+                cu::cuModuleGetFunction(&mut f, module as cu::CUmodule, name.as_ptr()),
+            )?;
+        }
+        self.gemv_functions.insert(key, f as usize);
+        Ok(f as usize)
+    }
+
+    /// The split-K arrival counters of `stream`, allocated and zeroed (on that stream) on first use.
+    fn gemv_counters(&mut self, stream: usize) -> Result<u64, String> {
+        use cudarc::driver::sys as cu;
+        if let Some(&c) = self.gemv_counters.get(&stream) {
+            return Ok(c);
+        }
+        let count = super::gemv::COUNTERS;
+        // SAFETY: a plain allocation in the server's current context, zeroed by a memset enqueued on
+        // the stream the kernels run on (so before any of them); kept for the process.
+        let ptr = unsafe {
+            let ptr = cudarc::driver::result::malloc_sync(count * 4).map_err(|e| format!("GEMV counters: {e:?}"))?;
+            check(
+                "cuMemsetD32Async(GEMV counters)",
+                cu::cuMemsetD32Async(ptr, 0, count, stream as cu::CUstream),
+            )?;
+            ptr
+        };
+        self.gemv_counters.insert(stream, ptr);
+        Ok(ptr)
+    }
+
+    /// Enqueues the GEMV kernel on `stream`, with the parameters `params(counters)`.
+    fn launch_gemv(
+        &mut self,
+        device: DevKey,
+        stream: usize,
+        g: &GemvGeometry,
+        dtype: DType,
+        params: impl FnOnce(u64) -> GemvParams,
+    ) -> Result<(), String> {
+        use cudarc::driver::sys as cu;
+        let dt = gemv_dtype_name(dtype)?;
+        let f = self.gemv_function((device, g.layout, dt, g.m), || g.entry(dt))?;
+        let counters = if g.splits > 1 { self.gemv_counters(stream)? } else { 0 };
+        let mut p = params(counters);
+        let mut args = [&mut p as *mut GemvParams as *mut c_void];
+        // SAFETY: every GEMV kernel takes one `GemvParams` by value, mirrored by the `#[repr(C)]`
+        // struct; its pointers are live burn buffers held by the caller until after the enqueue
+        // (burn's stream order keeps them alive for the kernel) or the counters kept for the
+        // process; the stream is the server's; static shared memory only.
+        unsafe {
+            check(
+                "cuLaunchKernel(gemv)",
+                cu::cuLaunchKernel(
+                    f as cu::CUfunction,
+                    g.grid.0,
+                    g.grid.1,
+                    g.grid.2,
+                    GEMV_THREADS,
+                    1,
+                    1,
+                    0,
+                    stream as cu::CUstream,
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+            )?;
+        }
         Ok(())
     }
 }
@@ -614,7 +936,7 @@ fn transpose2(t: CT) -> CT {
 
 /// `a [.., K] @ b [K, N]` through cuBLASLt, or burn's matmul (2-D) when the layout is unsupported.
 fn gemm_or_matmul(a: CT, b: CT) -> CT {
-    if let Some(y) = gemm(a.clone(), b.clone(), None) {
+    if let Some(y) = gemm(a.clone(), b.clone(), None, false) {
         return y;
     }
     let shape: Vec<usize> = a.meta.shape().to_vec();
@@ -758,6 +1080,7 @@ fn autodiff_linear<C: CheckpointStrategy>(
         x.primitive.clone(),
         w.primitive.clone(),
         b.as_ref().map(|b| b.primitive.clone()),
+        true,
     )?;
     Some(match b {
         None => match LinearBackward

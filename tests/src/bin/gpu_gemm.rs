@@ -2,9 +2,16 @@
 //! route), on the GPU machine.
 //!
 //! ```text
-//! gpu-gemm check            # forward + autodiff backward, f32 and bf16, many shapes, vs float64
-//! gpu-gemm bench [--iters 50] [--reference]   # issue 7's shapes: TFLOP/s and GB/s, one JSON line each
+//! gpu-gemm check            # forward + autodiff backward, f32 and bf16, many shapes, vs float64;
+//!                           # then the decode GEMV route: M = 1..8, bf16 and f16, both weight layouts
+//! gpu-gemm bench [--iters 50] [--reference] [--max-m M]   # issue 7's shapes: TFLOP/s and GB/s, one JSON line each
 //! ```
+//! `check` also requires every GEMV case to have run the GEMV kernels (unless `RESEARCH_GEMV=off`)
+//! and prints the GEMV launch counts. `bench` lines carry `"route"` (`gemv` when the timed calls
+//! ran the GEMV kernels, else `cublaslt`); with `RESEARCH_GEMV=off` their `impl` is
+//! `research-cublaslt-nogemv` (and with `RESEARCH_GEMM_SYNC=1`, every call blocking, it ends in
+//! `-sync`), so a second invocation (`RESEARCH_GEMV=off gpu-gemm bench --max-m 8`) gives the
+//! cuBLASLt decode rows beside the GEMV ones.
 //! `check` draws fresh uniform inputs, computes sampled output entries in float64 on the host from
 //! the very inputs the GPU saw, and bounds the error by `tol · Σ_k |a_ik b_kj|` (plus the final
 //! rounding to bf16 for bf16 outputs, and one more of the product when a bias is added); f32
@@ -29,7 +36,7 @@ mod imp {
     use research::burn::backend::Autodiff;
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
-    use research::kernels::linear::{linear, linear_reference};
+    use research::kernels::linear::{gemv_counts, gemv_disabled, linear, linear_reference};
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
     type Ad = Autodiff<Cuda>;
@@ -242,6 +249,83 @@ mod imp {
         ok
     }
 
+    /// The decode GEMV route: forward products with M = 1..8 rows over K-contiguous weights (a
+    /// transposed `[N, K]` tensor, like the tied head) and N-contiguous weights (row-major `[K, N]`,
+    /// like every loaded linear weight), bf16 and f16, with and without bias, 2-D and `[M, 1, K]`
+    /// inputs, N odd or not a multiple of the kernels' column blocks; each checked against float64
+    /// and required to have taken the expected route: the GEMV kernels (unless `RESEARCH_GEMV=off`),
+    /// except N-contiguous weights with N not a multiple of 8, whose rows are not 16-byte aligned
+    /// (cuBLASLt; a burn view cannot give them a padded row stride: a 16-bit slice with an odd
+    /// width is always copied).
+    fn check_gemv() -> bool {
+        let dev = Default::default();
+        let mut rng = Lcg(11);
+        let mut ok = true;
+        // (K, N, layout): "kc" a transposed [N, K] tensor; "nc" a contiguous [K, N] one.
+        let shapes: [(usize, usize, &str); 12] = [
+            (3584, 4608, "kc"),
+            (3584, 4608, "nc"),
+            (3584, 3584, "nc"),
+            (18944, 3584, "nc"),
+            (1000, 1151, "kc"),
+            (1000, 1160, "nc"), // 18 blocks of 64 columns and one of 8
+            (1000, 1151, "nc"), // odd N: cuBLASLt
+            (520, 67, "kc"),
+            (520, 72, "nc"),
+            (64, 5, "kc"),
+            (64, 8, "nc"),
+            (896, 24, "nc"),
+        ];
+        for dtype in [DType::BF16, DType::F16] {
+            for (idx, &(k, n, layout)) in shapes.iter().enumerate() {
+                if k > 4096 && dtype == DType::F16 {
+                    continue; // the big down projection once (bf16) is enough
+                }
+                let w = match layout {
+                    "kc" => rand([n, k], dtype, &dev).transpose(),
+                    _ => rand([k, n], dtype, &dev),
+                };
+                let expect_gemv = !gemv_disabled() && (layout == "kc" || n % 8 == 0);
+                let wh = host(w.clone());
+                for m in 1..=8usize {
+                    let with_bias = (m + idx) % 2 == 0;
+                    let b = with_bias.then(|| rand([n], dtype, &dev));
+                    let bh = b.clone().map(host);
+                    let x2 = rand([m, k], dtype, &dev);
+                    let xh = host(x2.clone());
+                    let before = gemv_counts().0;
+                    let y = if m % 3 == 0 {
+                        host(linear(x2.reshape([m, 1, k]), w.clone(), b.clone()).reshape([m, n]))
+                    } else {
+                        host(linear(x2, w.clone(), b.clone()))
+                    };
+                    let ran_gemv = gemv_counts().0 > before;
+                    let worst = worst_ratio(
+                        m,
+                        n,
+                        k,
+                        &|i, kk| xh[i * k + kk],
+                        &|kk, j| wh[kk * n + j],
+                        bh.as_deref(),
+                        &y,
+                        dtype,
+                        &mut rng,
+                    );
+                    let route_ok = ran_gemv == expect_gemv;
+                    let pass = worst <= 1.0 && worst.is_finite() && route_ok;
+                    ok &= pass;
+                    println!(
+                        "{} gemv {:?} m={m} k={k} n={n} w={layout} bias={with_bias}: err/bound fwd {worst:.3} (route {})",
+                        if pass { "ok  " } else { "FAIL" },
+                        dtype,
+                        if ran_gemv { "gemv" } else { "cublaslt" }
+                    );
+                }
+            }
+        }
+        ok
+    }
+
     fn time<F: FnMut()>(iters: usize, dev: &Dev, mut f: F) -> f64 {
         for _ in 0..3 {
             f();
@@ -255,7 +339,7 @@ mod imp {
         t.elapsed().as_secs_f64() / iters as f64
     }
 
-    fn bench(iters: usize, with_reference: bool) {
+    fn bench(iters: usize, with_reference: bool, max_m: usize) {
         let dev: Dev = Default::default();
         let dtype = DType::BF16;
         let weights: [(usize, usize); 5] = [(3584, 4608), (3584, 3584), (3584, 37888), (18944, 3584), (3584, 152064)];
@@ -266,7 +350,17 @@ mod imp {
             }
         }
         let mut cached: Option<((usize, usize), Tensor<Cuda, 2>)> = None;
-        for (m, k, n) in shapes {
+        // The default run keeps the name `gemm_table.py` reads; comparison runs get their own.
+        let impl_name = format!(
+            "research-cublaslt{}{}",
+            if gemv_disabled() { "-nogemv" } else { "" },
+            if std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1") {
+                "-sync"
+            } else {
+                ""
+            }
+        );
+        for (m, k, n) in shapes.into_iter().filter(|&(m, _, _)| m <= max_m) {
             let w = match &cached {
                 Some((key, w)) if *key == (k, n) => w.clone(),
                 _ => {
@@ -280,11 +374,13 @@ mod imp {
             let flops = 2.0 * m as f64 * n as f64 * k as f64;
             let bytes = 2.0 * (m * k + k * n + m * n) as f64;
             let it = if m * n * k > 1 << 36 { iters.min(20) } else { iters };
+            let before = gemv_counts().0;
             let t = time(it, &dev, || {
                 let _ = linear(x.clone(), w.clone(), None);
             });
+            let route = if gemv_counts().0 > before { "gemv" } else { "cublaslt" };
             let mut line = format!(
-                "{{\"impl\":\"research-cublaslt\",\"m\":{m},\"k\":{k},\"n\":{n},\"dtype\":\"bf16\",\"us\":{:.2},\"tflops\":{:.2},\"gbps\":{:.1}",
+                "{{\"impl\":\"{impl_name}\",\"route\":\"{route}\",\"m\":{m},\"k\":{k},\"n\":{n},\"dtype\":\"bf16\",\"us\":{:.2},\"tflops\":{:.2},\"gbps\":{:.1}",
                 t * 1e6,
                 flops / t / 1e12,
                 bytes / t / 1e9
@@ -309,9 +405,16 @@ mod imp {
         match args.first().map(String::as_str) {
             Some("check") => {
                 let ok = check();
+                let ok_gemv = check_gemv();
                 let (launched, failed) = research::kernels::linear::cublaslt_counts();
                 println!("cuBLASLt products launched: {launched}, fell back after trying: {failed}");
-                if !ok || launched == 0 || failed > 0 {
+                let (gemv, declined) = gemv_counts();
+                println!(
+                    "GEMV products launched: {gemv}, ran on cuBLASLt instead: {declined} (RESEARCH_GEMV=off: {})",
+                    gemv_disabled()
+                );
+                let gemv_bad = !gemv_disabled() && (gemv == 0 || declined > 0);
+                if !ok || !ok_gemv || launched == 0 || failed > 0 || gemv_bad {
                     std::process::exit(1);
                 }
             }
@@ -322,10 +425,18 @@ mod imp {
                     .and_then(|i| args.get(i + 1))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(50);
-                bench(iters, args.iter().any(|a| a == "--reference"));
+                let max_m = args
+                    .iter()
+                    .position(|a| a == "--max-m")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(usize::MAX);
+                bench(iters, args.iter().any(|a| a == "--reference"), max_m);
+                let (gemv, declined) = gemv_counts();
+                println!("GEMV products launched: {gemv}, ran on cuBLASLt instead: {declined}");
             }
             _ => {
-                eprintln!("usage: gpu-gemm check | gpu-gemm bench [--iters N] [--reference]");
+                eprintln!("usage: gpu-gemm check | gpu-gemm bench [--iters N] [--reference] [--max-m M]");
                 std::process::exit(2);
             }
         }
