@@ -146,6 +146,10 @@ enum BenchCommand {
     Encoder(bench_retriever::EncoderArgs),
     /// HNSW build and search (QPS, recall@k, memory) over raw f32 vector files, per quantization.
     Search(bench_retriever::SearchArgs),
+    /// wiki-18-scale HNSW (e.g. 21M × 768): synthetic clustered vectors generated in process and
+    /// inserted in budgeted, resumable calls, then opened as a view (open time, RSS, recall@5/10
+    /// against exact, QPS, latency).
+    SearchScale(Box<bench_retriever::SearchScaleArgs>),
     /// GRPO training-step throughput (forward, backward, AdamW; tokens/s) on random weights of a
     /// Qwen2 shape, one micro-batch per step.
     Train(bench_train::BenchTrainArgs),
@@ -524,6 +528,7 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Rollout(a) => bench_rollout::run(*a),
         BenchCommand::Encoder(a) => bench_retriever::encoder(a),
         BenchCommand::Search(a) => bench_retriever::search(a),
+        BenchCommand::SearchScale(a) => bench_retriever::search_scale(*a),
         BenchCommand::Train(a) => bench_train::run(a),
     }
 }

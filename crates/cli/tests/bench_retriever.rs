@@ -183,3 +183,81 @@ fn encoder_bench_prints_one_line_with_the_shape_of_its_config() {
         "{err}"
     );
 }
+
+#[test]
+fn search_scale_stops_with_status_75_resumes_and_measures_in_a_fresh_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    let idx = idx.to_str().unwrap();
+    let args = [
+        "bench",
+        "search-scale",
+        "--dir",
+        idx,
+        "--n",
+        "3000",
+        "--dims",
+        "32",
+        "--connectivity",
+        "8",
+        "--expansion-add",
+        "32",
+        "--ef",
+        "16,200",
+        "--queries",
+        "20",
+        "--threads",
+        "2",
+        "--chunk-rows",
+        "1000",
+        "--min-seconds",
+        "0",
+        "--max-chunks",
+        "2",
+    ];
+    // First call: two chunks of 1000, then it stops as if the budget had run out.
+    let (code, out, err) = research(&args);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("INCOMPLETE") && err.contains("rerun"), "{err}");
+    let l: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (l["phase"].as_str(), l["status"].as_str()),
+        (Some("build"), Some("paused"))
+    );
+    assert_eq!(
+        (l["rows_done"].as_u64(), l["rows_this_call"].as_u64()),
+        (Some(2000), Some(2000))
+    );
+    // Second call: the last 1000 rows, then the measurement process (one line per efSearch).
+    let (code, out, err) = research(&args);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["status"], "complete");
+    assert_eq!(
+        (lines[0]["rows_this_call"].as_u64(), lines[0]["calls"].as_u64()),
+        (Some(1000), Some(2))
+    );
+    for (l, ef) in lines[1..].iter().zip([16, 200]) {
+        assert_eq!(l["phase"], "search");
+        assert_eq!(
+            (l["expansion_search"].as_u64(), l["n"].as_u64()),
+            (Some(ef), Some(3000))
+        );
+        assert!(l["open_s"].as_f64().unwrap() >= 0.0 && l["file_bytes"].as_u64().unwrap() > 3000 * 32);
+        let (r5, r10) = (l["recall_at_5"].as_f64().unwrap(), l["recall_at_10"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&r5) && (0.0..=1.0).contains(&r10));
+    }
+    // efSearch 200 over 3000 vectors is close to exact.
+    assert!(lines[2]["recall_at_5"].as_f64().unwrap() > 0.9, "{}", lines[2]);
+    assert!(err.contains("| efSearch | recall@5 |"), "{err}");
+    // The same folder with other parameters is refused, naming the field.
+    let mut other = args.to_vec();
+    other[9] = "16";
+    let (code, _, err) = research(&other);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("scale.json") && err.contains("connectivity: saved 8, asked 16"),
+        "{err}"
+    );
+}
