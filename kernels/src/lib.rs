@@ -12,6 +12,10 @@
 //! burn-cuda (with the `cuda` feature) one cuBLASLt call on burn's buffers and stream, with an
 //! autodiff backward through the same GEMM (issue 7); decode-sized forward products (`M ≤ 8`,
 //! bf16/f16) run our memory-bound GEMV kernels instead ([`linear::gemv`], NVRTC-compiled).
+//!
+//! [`optim::adamw_step`] is one parameter's AdamW update: one fused CUDA kernel on burn-cuda, burn
+//! tensor operations elsewhere.
 
 pub mod attention;
 pub mod linear;
+pub mod optim;

@@ -71,6 +71,7 @@ def main():
 
     eps, ent_c, kl_c = 0.2, 0.001, 0.001
     step_s, loss_v, gn = [], float("nan"), float("nan")
+    phases = [0.0, 0.0, 0.0]  # forward + loss, backward, clip + AdamW (each ends with a sync)
     for i in range(a.warmup + a.steps):
         sync()
         t = time.perf_counter()
@@ -80,15 +81,22 @@ def main():
         kl = ref - logp
         k3 = (kl.exp() - kl - 1).clamp(-10, 10).mean()
         loss = pg - ent_c * entropy.mean() + kl_c * k3
+        loss_v = loss.item()
+        t_fwd = time.perf_counter()
         loss.backward()
+        sync()
+        t_bwd = time.perf_counter()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss_v = loss.item()
         sync()
-        dt = time.perf_counter() - t
+        t_end = time.perf_counter()
+        dt = t_end - t
         if i >= a.warmup:
             step_s.append(dt)
+            phases[0] += t_fwd - t
+            phases[1] += t_bwd - t_fwd
+            phases[2] += t_end - t_bwd
     mean = sum(step_s) / len(step_s)
     tokens = a.batch * a.seq_len
     print(
@@ -107,6 +115,9 @@ def main():
                 "trained_tokens": a.batch * (a.seq_len - a.prompt_len),
                 "step_s": step_s,
                 "mean_step_s": mean,
+                "forward_s": phases[0] / len(step_s),
+                "backward_s": phases[1] / len(step_s),
+                "optimizer_s": phases[2] / len(step_s),
                 "tokens_per_s": tokens / mean,
                 "logprob_pass_s": logprob_pass_s,
                 "loss": loss_v,

@@ -51,6 +51,14 @@ if [ "${SKIP_ATTENTION:-0}" != 1 ]; then
   timeout ${ATTN_TIMEOUT:-300} stage/bin/gpu-attention bench ${ATTN_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_attention.jsonl"
   timeout ${ATTN_TIMEOUT:-300} python3 tests/gpu/bench_attention_torch.py 2>&1 | tee -a "$OUT/bench_attention.jsonl"
 fi
+if [ "${SKIP_OPTIM:-0}" != 1 ] && [ -x stage/bin/gpu-optim ]; then
+  # The fused AdamW kernel (issue 5): f64-checked over three steps, f32/bf16/f16, odd sizes (exit 1
+  # on any error over bound or a silent fallback), then one step of a 136M-element tensor timed
+  # fused and through burn's tensor ops.
+  timeout ${OPTIM_TIMEOUT:-120} stage/bin/gpu-optim check 2>&1 | tee -a "$OUT/optim.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  timeout ${OPTIM_TIMEOUT:-120} stage/bin/gpu-optim bench 2>&1 | tee -a "$OUT/optim.txt"
+fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   CFG=${BENCH_CONFIG:-data/qwen2.5_configs/Qwen2.5-7B-Instruct/config.json}
   B=${BENCH_BATCH:-1,32,128}

@@ -116,11 +116,12 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// The binaries `stage-gpu` builds and packs, by package.
-const GPU_BINARIES: [(&str, &str); 4] = [
+const GPU_BINARIES: [(&str, &str); 5] = [
     ("research-cli", "research"),
     ("research-tests", "gpu-parity"),
     ("research-tests", "gpu-gemm"),
     ("research-tests", "gpu-attention"),
+    ("research-tests", "gpu-optim"),
 ];
 
 pub(crate) fn cargo() -> Command {

@@ -56,6 +56,13 @@ pub struct TrainBenchResult {
     pub tokens_per_s: f64,
     /// Seconds of the untimed log-prob pass (old and reference log-probs).
     pub logprob_pass_s: f64,
+    /// Mean seconds per timed step in the forward pass and loss (each phase of a step ends with a
+    /// device synchronisation, so the three add up to about `mean_step_s`).
+    pub forward_s: f64,
+    /// Mean seconds per timed step in the backward pass and gradient accumulation.
+    pub backward_s: f64,
+    /// Mean seconds per timed step in global clipping and AdamW.
+    pub optimizer_s: f64,
     /// Loss and gradient norm of the last step (finite on a healthy run).
     pub loss: f64,
     /// Gradient norm of the last step.
@@ -119,22 +126,30 @@ pub fn update_throughput<B: AutodiffBackend>(
     let logprob_pass_s = t.elapsed().as_secs_f64();
     let trained_tokens = samples.iter().map(Sample::trained_tokens).sum();
     let mut step_s = Vec::with_capacity(config.steps);
+    let mut phases = [0.0f64; 3];
     let mut last = None;
     for i in 0..config.warmup + config.steps {
         let t = Instant::now();
         let stats = learner.update(&samples)?;
         let dt = t.elapsed().as_secs_f64();
         tracing::info!(
-            "step {i}: {dt:.3} s, loss {:.5}, grad norm {:.4}",
+            "step {i}: {dt:.3} s (forward {:.3}, backward {:.3}, optimizer {:.3}), loss {:.5}, grad norm {:.4}",
+            stats.forward_s,
+            stats.backward_s,
+            stats.optimizer_s,
             stats.loss,
             stats.grad_norm
         );
         if i >= config.warmup {
             step_s.push(dt);
+            phases[0] += stats.forward_s;
+            phases[1] += stats.backward_s;
+            phases[2] += stats.optimizer_s;
         }
         last = Some(stats);
     }
     let last = last.ok_or_else(|| GrpoError::Input("bench train needs at least one step".into()))?;
+    let timed = step_s.len().max(1) as f64;
     let mean_step_s = if step_s.is_empty() {
         f64::NAN
     } else {
@@ -150,6 +165,9 @@ pub fn update_throughput<B: AutodiffBackend>(
         tokens_per_s: tokens_per_step as f64 / mean_step_s,
         step_s,
         logprob_pass_s,
+        forward_s: phases[0] / timed,
+        backward_s: phases[1] / timed,
+        optimizer_s: phases[2] / timed,
         loss: last.loss,
         grad_norm: last.grad_norm,
     })

@@ -32,6 +32,9 @@ pub enum GrpoError {
     /// Inconsistent inputs to the learner.
     #[error("{0}")]
     Input(String),
+    /// The device failed (e.g. a CUDA error surfaced at a synchronisation).
+    #[error("{0}")]
+    Device(String),
     /// From the model crates.
     #[error(transparent)]
     Model(#[from] research_qwen2::ModelError),

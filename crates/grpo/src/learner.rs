@@ -5,6 +5,8 @@
 //! that predict a response token with loss mask 1, so prompt and inserted-result tokens cost no
 //! LM-head work and the token-level masked mean is a plain mean over those positions.
 
+use std::time::Instant;
+
 use burn::module::AutodiffModule;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -202,6 +204,15 @@ pub struct UpdateStats {
     pub micro_batches: usize,
     /// Whether the step was skipped (non-finite loss or gradient).
     pub skipped: bool,
+    /// Seconds in the forward passes and the loss (until the loss value is on the host).
+    #[serde(default)]
+    pub forward_s: f64,
+    /// Seconds in the backward passes and gradient accumulation (device synchronised after each).
+    #[serde(default)]
+    pub backward_s: f64,
+    /// Seconds in clipping and the optimizer step (device synchronised after it).
+    #[serde(default)]
+    pub optimizer_s: f64,
 }
 
 /// The frozen reference model of the KL term, and where it runs.
@@ -306,6 +317,11 @@ impl<B: AutodiffBackend> Learner<B> {
         Ok(())
     }
 
+    /// Waits for the device's queued work (so the phase timings of [`UpdateStats`] mean time).
+    fn sync(&self) -> Result<()> {
+        B::sync(&self.device).map_err(|e| GrpoError::Device(format!("device synchronisation failed: {e:?}")))
+    }
+
     fn inner_device(&self) -> burn::tensor::Device<B::InnerBackend> {
         // Tensors of the autodiff backend live on the inner backend's device.
         let probe = Tensor::<B, 1>::zeros([1], &self.device);
@@ -369,8 +385,10 @@ impl<B: AutodiffBackend> Learner<B> {
             if tokens == 0 {
                 continue;
             }
+            let t = Instant::now();
             let out = self.micro_batch_loss(&refs, total)?;
             let loss_value = scalar(out.loss.clone());
+            stats.forward_s += t.elapsed().as_secs_f64();
             if !loss_value.is_finite() {
                 tracing::warn!("non-finite loss ({loss_value}) in a micro-batch: the step is skipped");
                 self.optimizer.discard();
@@ -385,8 +403,11 @@ impl<B: AutodiffBackend> Learner<B> {
             stats.clip_frac += scalar(out.clip_frac.detach()) * w;
             stats.tokens += tokens;
             stats.micro_batches += 1;
+            let t = Instant::now();
             let grads = out.loss.backward();
             self.optimizer.accumulate(&self.policy, &grads);
+            self.sync()?;
+            stats.backward_s += t.elapsed().as_secs_f64();
         }
         if stats.tokens == 0 {
             return Err(GrpoError::Input("an update without trained tokens".into()));
@@ -396,9 +417,12 @@ impl<B: AutodiffBackend> Learner<B> {
         stats.entropy /= w;
         stats.kl /= w;
         stats.clip_frac /= w;
+        let t = Instant::now();
         let policy = self.policy.clone();
         let (policy, StepStats { grad_norm, lr, applied }) = self.optimizer.step(policy);
         self.policy = policy;
+        self.sync()?;
+        stats.optimizer_s = t.elapsed().as_secs_f64();
         stats.grad_norm = grad_norm;
         stats.lr = lr;
         if !applied {

@@ -10,6 +10,8 @@ use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
 
+use research_kernels::optim::{adamw_step, AdamWOutput, AdamWStep};
+
 use crate::error::{io_err, GrpoError, Result};
 
 /// AdamW hyperparameters (REFERENCE §5 defaults).
@@ -143,7 +145,6 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
         let shape = inner.shape();
         let n = shape.num_elements();
         let c = self.config;
-        let g = if self.scale != 1.0 { g * self.scale } else { g };
         let st = self.state.remove(&key);
         let (m, v, master) = match st {
             Some(s) => (s.m, s.v, s.master),
@@ -153,15 +154,17 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
             Some(p) => p,
             None => inner.cast(DType::F32).reshape([n]),
         };
-        let p = p * (1.0 - self.lr * c.weight_decay);
-        let m = m * c.beta1 + g.clone() * (1.0 - c.beta1);
-        let v = v * c.beta2 + g.square() * (1.0 - c.beta2);
-        let t = self.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
-        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
-        let p = p - m.clone() / denom * (self.lr / bc1);
-        let value = p.clone().reshape(shape).cast(dtype);
+        let h = AdamWStep {
+            lr: self.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            step: self.step,
+            grad_scale: self.scale,
+        };
+        let AdamWOutput { m, v, master: p, value } = adamw_step(g, m, v, p, dtype, &h);
+        let value = value.reshape(shape);
         let master = (dtype != DType::F32).then_some(p);
         self.state.insert(key, ParamState { m, v, master });
         let value = Tensor::<B, D>::from_inner(value).require_grad();
@@ -208,11 +211,16 @@ impl<B: AutodiffBackend> AdamW<B> {
 
     /// The global L2 norm of the accumulated gradients.
     pub fn grad_norm(&self) -> f64 {
-        let mut total = 0.0f64;
+        // Summed on the device and read back once (one host synchronisation, not one per tensor).
+        let mut total: Option<Tensor<B::InnerBackend, 1>> = None;
         for g in self.grads.values() {
-            total += g.clone().square().sum().into_scalar_f64();
+            let s = g.clone().square().sum();
+            total = Some(match total {
+                Some(t) => t + s,
+                None => s,
+            });
         }
-        total.sqrt()
+        total.map_or(0.0, |t| t.into_scalar_f64()).sqrt()
     }
 
     /// Clips the accumulated gradients to the global norm and applies one AdamW step to `module`.
