@@ -162,6 +162,10 @@ pub fn adamw_ptx(arch: &str) -> Result<String, String> {
     built
 }
 
+/// Size of the kernel's parameter struct (checked against the PTX in the tests and against the
+/// Rust mirror in `optim/cuda.rs`).
+pub const ADAMW_PARAMS_BYTES: usize = 8 * 8 + 8 + 9 * 4 + 4;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +269,3 @@ mod tests {
         assert!(!ptx.contains("adamw_step_param_1"));
     }
 }
-
-/// Size of the kernel's parameter struct (checked against the PTX in the tests and against the
-/// Rust mirror in `optim/cuda.rs`).
-pub const ADAMW_PARAMS_BYTES: usize = 8 * 8 + 8 + 9 * 4 + 4;

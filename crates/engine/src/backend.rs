@@ -150,6 +150,7 @@ fn check(kind: BackendKind, dtype: FloatType) -> Result<()> {
     not(any(feature = "cpu", feature = "cuda", feature = "tch")),
     allow(unused_variables)
 )]
+#[allow(unreachable_code)] // the final `unreachable!` when every backend is compiled in
 pub fn dispatch<W: WithBackend>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output> {
     check(kind, dtype)?;
     #[allow(unreachable_code, unused_variables)]
@@ -222,6 +223,7 @@ pub fn dispatch_autodiff<W: WithAutodiffBackend>(
     not(any(feature = "cpu", feature = "cuda", feature = "tch")),
     allow(unused_variables)
 )]
+#[allow(unreachable_code)] // the final `unreachable!` when every backend is compiled in
 fn dispatch_autodiff_with<W, C>(kind: BackendKind, dtype: FloatType, work: W) -> Result<W::Output>
 where
     W: WithAutodiffBackend,

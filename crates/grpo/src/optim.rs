@@ -211,9 +211,12 @@ impl<B: AutodiffBackend> AdamW<B> {
 
     /// The global L2 norm of the accumulated gradients.
     pub fn grad_norm(&self) -> f64 {
-        // Summed on the device and read back once (one host synchronisation, not one per tensor).
+        // Summed on the device and read back once (one host synchronisation, not one per tensor),
+        // in key order so that the f32 sum, and with it the run, is reproducible.
+        let mut keys: Vec<&String> = self.grads.keys().collect();
+        keys.sort();
         let mut total: Option<Tensor<B::InnerBackend, 1>> = None;
-        for g in self.grads.values() {
+        for g in keys.into_iter().map(|k| &self.grads[k]) {
             let s = g.clone().square().sum();
             total = Some(match total {
                 Some(t) => t + s,

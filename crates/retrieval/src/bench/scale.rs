@@ -434,13 +434,10 @@ fn insert_rows(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(RetrievalError::Usearch("an insert thread panicked".into())))
-            })
-            .collect::<Result<()>>()
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(RetrievalError::Usearch("an insert thread panicked".into())))
+        })
     })
 }
 
