@@ -94,6 +94,21 @@ pub fn gemv_counts() -> (u64, u64) {
     (0, 0)
 }
 
+/// The most rows a product may have to take the GEMV route: `RESEARCH_GEMV_MAX_M` (1 to 8),
+/// default 1. In run J (docs/benchmarks.md) the kernels beat cuBLASLt at M = 1 on the 3584-wide
+/// weights (0.67 and 0.58 of copy bandwidth against 0.54 and 0.43) but fell far behind at M = 8
+/// (0.24 to 0.37 against 0.44 to 1.04), so only single-row products take it by default;
+/// `gpu-gemm check` sets 8 to cover every kernel instance.
+pub fn gemv_route_max_m() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("RESEARCH_GEMV_MAX_M")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(1, |m| m.clamp(1, gemv::MAX_M))
+    })
+}
+
 /// Whether `RESEARCH_GEMV=off` keeps decode products on cuBLASLt (read once per process).
 pub fn gemv_disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

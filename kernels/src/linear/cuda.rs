@@ -196,7 +196,11 @@ pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>, allow_gemv: bool) -> Option<C
     }
     let mut out_dims: Vec<usize> = x.meta.shape().to_vec();
     *out_dims.last_mut()? = plan.n;
-    let gemv = if allow_gemv && matches!(dtype, DType::BF16 | DType::F16) && !gemv_disabled() {
+    let gemv = if allow_gemv
+        && matches!(dtype, DType::BF16 | DType::F16)
+        && !gemv_disabled()
+        && plan.m <= super::gemv_route_max_m()
+    {
         plan_gemv(&plan)
     } else {
         None

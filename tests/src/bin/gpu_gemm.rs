@@ -404,6 +404,10 @@ mod imp {
         let args: Vec<String> = std::env::args().skip(1).collect();
         match args.first().map(String::as_str) {
             Some("check") => {
+                // Every GEMV kernel instance (M = 1..=8) is checked, not only the default route.
+                if std::env::var_os("RESEARCH_GEMV_MAX_M").is_none() {
+                    std::env::set_var("RESEARCH_GEMV_MAX_M", "8");
+                }
                 let ok = check();
                 let ok_gemv = check_gemv();
                 let (launched, failed) = research::kernels::linear::cublaslt_counts();
