@@ -15,7 +15,18 @@
 //!
 //! [`optim::adamw_step`] is one parameter's AdamW update: one fused CUDA kernel on burn-cuda, burn
 //! tensor operations elsewhere.
+//!
+//! [`loss::token_logprob_entropy`] is the GRPO loss's per-token log-prob and entropy from `[T, V]`
+//! logits, in f32: on burn-cuda (plain or under autodiff) one fused CUDA kernel forward and one
+//! backward, burn's `log_softmax` route elsewhere (`RESEARCH_LOSS=reference` forces it).
+//!
+//! `cuda_rt` (crate-private) is the raw-CUDA glue the NVRTC kernels share: `TypeId` casts to the
+//! burn-cuda primitive, pointers on cubecl's device thread, the server's stream, module cache and
+//! `cuLaunchKernel` (used by `optim` and `loss`).
 
 pub mod attention;
+#[cfg(feature = "nvrtc")]
+pub(crate) mod cuda_rt;
 pub mod linear;
+pub mod loss;
 pub mod optim;

@@ -123,43 +123,10 @@ pub fn fused_adamw_counts() -> (u64, u64) {
 #[cfg(feature = "nvrtc")]
 pub const ADAMW_SOURCE: &str = include_str!("optim/adamw.cu");
 
-#[cfg(feature = "nvrtc")]
-fn compile(arch: &str) -> Result<String, String> {
-    use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-    if !crate::attention::nvrtc::nvrtc_present() {
-        return Err("libnvrtc not found".into());
-    }
-    let opts = CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
-        name: Some("adamw.cu".into()),
-        ..Default::default()
-    };
-    match compile_ptx_with_opts(ADAMW_SOURCE, opts) {
-        Ok(ptx) => Ok(ptx.to_src()),
-        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(format!(
-            "NVRTC failed on adamw.cu for {arch}:\n{}",
-            log.to_string_lossy()
-        )),
-        Err(e) => Err(format!("NVRTC failed on adamw.cu for {arch}: {e:?}")),
-    }
-}
-
 /// Compiles [`ADAMW_SOURCE`] to PTX for `arch` (e.g. `sm_90`) with NVRTC, cached per process.
 #[cfg(feature = "nvrtc")]
 pub fn adamw_ptx(arch: &str) -> Result<String, String> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, Result<String, String>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(arch) {
-        return hit.clone();
-    }
-    let built = compile(arch);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(arch.to_string(), built.clone());
-    built
+    crate::cuda_rt::ptx_cached("adamw.cu", ADAMW_SOURCE, arch)
 }
 
 /// Size of the kernel's parameter struct (checked against the PTX in the tests and against the

@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use research_kernels::attention::AttentionBias;
+use research_kernels::loss::token_logprob_entropy;
 use research_qwen2::Qwen2ForCausalLM;
 
 use crate::error::{GrpoError, Result};
@@ -128,7 +128,8 @@ fn pack(samples: &[&Sample]) -> Packed {
     }
 }
 
-/// Log-probs (and optionally entropies) of the trained tokens of a packed micro-batch, `[tokens]`.
+/// Log-probs (and optionally entropies) of the trained tokens of a packed micro-batch, `[tokens]`,
+/// f32 (`research_kernels::loss::token_logprob_entropy`).
 fn token_stats<B: Backend>(
     model: &Qwen2ForCausalLM<B>,
     packed: &Packed,
@@ -148,11 +149,10 @@ fn token_stats<B: Backend>(
     let index = Tensor::<B, 1, Int>::from_data(TensorData::new(packed.index.clone(), [t]), device);
     let picked = hidden.reshape([n * (l - 1), h]).select(0, index).reshape([1, t, h]);
     let logits = model.logits(picked).reshape([t, model.vocab_size]);
-    let lsm = log_softmax(logits, 1);
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(packed.targets.clone(), [t, 1]), device);
-    let logp = lsm.clone().gather(1, targets).reshape([t]);
-    let ent = entropy.then(|| (lsm.clone().exp() * lsm).sum_dim(1).neg().reshape([t]));
-    (logp, ent)
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(packed.targets.clone(), [t]), device);
+    // f32 whatever the model dtype: one fused kernel each way on burn-cuda, burn's log_softmax
+    // route elsewhere (`RESEARCH_LOSS=reference` forces it).
+    token_logprob_entropy(logits, targets, entropy)
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {

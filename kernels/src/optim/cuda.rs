@@ -1,35 +1,21 @@
 //! The fused AdamW kernel on burn-cuda's buffers and stream.
 //!
-//! Same mechanics as `linear/cuda.rs` and `attention/cuda.rs` (read the former's module docs):
-//! the burn-cuda primitive is reached by `TypeId`, the outputs are allocated by burn
-//! (`client.empty`), device pointers are resolved inside `DeviceHandle::submit_blocking` on
-//! cubecl's device thread (ordered after burn's queued work) and the kernel is enqueued with
-//! `cuLaunchKernel` on the server's own stream for this thread's slot. Only plain burn-cuda
-//! tensors are taken (the optimizer works on the inner backend, outside autodiff).
+//! The raw-CUDA mechanics (reaching the burn-cuda primitive by `TypeId`, resolving device pointers
+//! inside `DeviceHandle::submit_blocking` on cubecl's device thread, the server's stream, module
+//! loading, `cuLaunchKernel`) are `crate::cuda_rt`'s; the outputs are allocated by burn
+//! (`client.empty`). Only plain burn-cuda tensors are taken (the optimizer works on the inner
+//! backend, outside autodiff).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::ffi::{c_void, CString};
+use std::any::TypeId;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
-use burn_cubecl::cubecl::cuda::CudaRuntime;
-use burn_cubecl::cubecl::device::Device;
-use burn_cubecl::cubecl::device_handle::DeviceHandle;
-use burn_cubecl::cubecl::server::{ComputeServer, Handle};
-use burn_cubecl::cubecl::stream_id::StreamId;
-use burn_cubecl::cubecl::Runtime;
-use burn_cubecl::tensor::CubeTensor;
-use cudarc::driver::sys as cu;
+use burn_cubecl::cubecl::server::Handle;
 
 use super::{AdamWOutput, AdamWStep, ADAMW_PARAMS_BYTES};
-use crate::linear::cuda::{parse_sys, pool_entries};
-
-type CT = CubeTensor<CudaRuntime>;
-type Server = <CudaRuntime as Runtime>::Server;
-type DevKey = (u16, u32);
+use crate::cuda_rt::{self, cast, on_device, DevKey, Pointers, Server, CT};
 
 /// Fused AdamW kernels enqueued, and calls that fell back to the reference after trying.
 pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
@@ -65,15 +51,6 @@ struct AdamWParams {
 }
 
 const _: () = assert!(std::mem::size_of::<AdamWParams>() == ADAMW_PARAMS_BYTES);
-
-/// Moves a value to type `T` when it is one (checked by `TypeId`), else gives it back.
-fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
-    let mut slot = Some(a);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        Some(t) => Ok(t.take().expect("slot is full")),
-        None => Err(slot.expect("slot is full")),
-    }
-}
 
 fn flat_f32<B: Backend>(t: &Tensor<B, 1>, n: usize) -> Option<CT> {
     let ct = cast::<_, CT>(t.clone().into_primitive().tensor()).ok()?;
@@ -136,17 +113,10 @@ pub(crate) fn try_adamw<B: Backend>(
         value_out: value_out.clone(),
         blocks,
     };
-    let device_id = gc.device.to_id();
-    let key: DevKey = (device_id.type_id, device_id.index_id as u32);
-    let device = DeviceHandle::<Server>::new(device_id);
-    match device.submit_blocking(move |server| job.run(server, key)) {
-        Ok(Ok(())) => LAUNCHED.fetch_add(1, Ordering::Relaxed),
-        Ok(Err(reason)) => {
+    match on_device(&gc, move |server, key| job.run(server, key)) {
+        Ok(()) => LAUNCHED.fetch_add(1, Ordering::Relaxed),
+        Err(reason) => {
             warn_once(&reason);
-            return None;
-        }
-        Err(err) => {
-            warn_once(&format!("device call failed: {err:?}"));
             return None;
         }
     };
@@ -186,113 +156,17 @@ struct Job {
     blocks: u32,
 }
 
-/// Per device: the loaded function and the streams found so far.
-#[derive(Default)]
-struct KState {
-    functions: HashMap<DevKey, Result<usize, String>>,
-    streams: HashMap<(DevKey, u64), usize>,
-}
-
-// SAFETY: the raw CUDA handles are only used under the mutex, from cubecl's device calls, with
-// the device's context current.
-unsafe impl Send for KState {}
-
-fn state() -> &'static Mutex<KState> {
-    static STATE: OnceLock<Mutex<KState>> = OnceLock::new();
-    STATE.get_or_init(|| Mutex::new(KState::default()))
-}
-
-fn check(what: &str, r: cu::CUresult) -> Result<(), String> {
-    if r == cu::CUresult::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        Err(format!("{what}: {r:?}"))
-    }
-}
-
-impl KState {
-    fn function(&mut self, device: DevKey) -> Result<usize, String> {
-        if let Some(f) = self.functions.get(&device) {
-            return f.clone();
-        }
-        let loaded = load_function();
-        self.functions.insert(device, loaded.clone());
-        loaded
-    }
-
-    fn stream(&mut self, server: &Server, device: DevKey, stream_id: StreamId) -> Result<usize, String> {
-        if let Some(&s) = self.streams.get(&(device, stream_id.value)) {
-            return Ok(s);
-        }
-        let text = format!("{server:?}");
-        let entries = pool_entries(&text).ok_or("stream pool not found in the CudaServer debug output")?;
-        if entries.len() < 2 {
-            return Err(format!("stream pool has {} entries", entries.len()));
-        }
-        let max_streams = entries.len() - 1; // one special (gc) stream follows the regular ones
-        let index = (stream_id.value % max_streams as u64) as usize;
-        let ptr = parse_sys(entries[index]).ok_or_else(|| format!("stream slot {index} holds no stream"))?;
-        // SAFETY: querying a stream handle is harmless; a bogus handle returns an error code.
-        let status = unsafe { cu::cuStreamQuery(ptr as cu::CUstream) };
-        if !matches!(status, cu::CUresult::CUDA_SUCCESS | cu::CUresult::CUDA_ERROR_NOT_READY) {
-            return Err(format!("stream {ptr:#x} failed cuStreamQuery: {status:?}"));
-        }
-        self.streams.insert((device, stream_id.value), ptr);
-        Ok(ptr)
-    }
-}
-
-/// Compiles the kernel for the current context's device and loads it (the module is kept for the
-/// process).
-fn load_function() -> Result<usize, String> {
-    let mut dev: cu::CUdevice = 0;
-    let (mut major, mut minor) = (0i32, 0i32);
-    // SAFETY: plain queries of the current context's device.
-    unsafe {
-        check("cuCtxGetDevice", cu::cuCtxGetDevice(&mut dev))?;
-        check(
-            "compute capability",
-            cu::cuDeviceGetAttribute(
-                &mut major,
-                cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
-                dev,
-            ),
-        )?;
-        check(
-            "compute capability",
-            cu::cuDeviceGetAttribute(
-                &mut minor,
-                cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-                dev,
-            ),
-        )?;
-    }
+/// Compiles the kernel for the device's architecture (compute capability 6.0 or newer).
+fn adamw_ptx_for((major, minor): (i32, i32)) -> Result<String, String> {
     if major < 6 {
         return Err(format!("compute capability {major}.{minor} is too old"));
     }
-    let ptx = super::adamw_ptx(&format!("sm_{major}{minor}"))?;
-    let image = CString::new(ptx).map_err(|e| format!("PTX with NUL: {e}"))?;
-    let name = CString::new("adamw_step").expect("no NUL");
-    let mut module: cu::CUmodule = std::ptr::null_mut();
-    let mut f: cu::CUfunction = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated PTX image (the module is kept for the process) and entry name.
-    unsafe {
-        check(
-            "cuModuleLoadData",
-            cu::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void),
-        )?;
-        check(
-            "cuModuleGetFunction(adamw_step)",
-            cu::cuModuleGetFunction(&mut f, module, name.as_ptr()),
-        )?;
-    }
-    Ok(f as usize)
+    super::adamw_ptx(&format!("sm_{major}{minor}"))
 }
 
 impl Job {
     fn run(self, server: &mut Server, device: DevKey) -> Result<(), String> {
-        let stream_id = StreamId::current();
-        let mut held = Vec::new();
+        let mut held = Pointers::new();
         let mut ptrs = Vec::with_capacity(8);
         let all = self
             .inputs
@@ -300,40 +174,19 @@ impl Job {
             .chain(self.outputs.iter())
             .chain(self.value_out.iter());
         for h in all {
-            let r = server
-                .get_resource(h.clone().binding(), stream_id)
-                .map_err(|e| format!("get_resource: {e:?}"))?;
-            ptrs.push(r.resource().ptr);
-            held.push(r);
+            ptrs.push(held.resolve(server, h.clone())?);
         }
         let mut p = self.params;
         [p.g, p.m, p.v, p.p, p.m_out, p.v_out, p.p_out] =
             [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6]];
         p.value_out = ptrs.get(7).copied().unwrap_or(0);
-        let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
-        let f = st.function(device)?;
-        let stream = st.stream(server, device, stream_id)?;
-        let mut args = [&mut p as *mut AdamWParams as *mut c_void];
+        let f = cuda_rt::function(device, "adamw", "adamw_step", adamw_ptx_for)?;
+        let stream = cuda_rt::stream(server, device, held.stream_id())?;
         // SAFETY: the function takes one `AdamWParams` by value, mirrored above; every pointer is a
         // live burn buffer held in `held` until after the enqueue (burn's stream ordering keeps it
         // alive for the kernel); the stream is the server's.
         unsafe {
-            check(
-                "cuLaunchKernel(adamw_step)",
-                cu::cuLaunchKernel(
-                    f as cu::CUfunction,
-                    self.blocks,
-                    1,
-                    1,
-                    THREADS,
-                    1,
-                    1,
-                    0,
-                    stream as cu::CUstream,
-                    args.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                ),
-            )?;
+            cuda_rt::launch("adamw_step", f, (self.blocks, 1, 1), (THREADS, 1, 1), 0, stream, &mut p)?;
         }
         drop(held);
         Ok(())
