@@ -4,7 +4,8 @@
 //!
 //! [`fused_attention`] is the fused route (issue 6): FlashAttention-2-style CUDA kernels on
 //! burn-cuda with the mask given as structure (causal + query offset, ragged key lengths), the
-//! reference elsewhere; [`attention_auto`] switches the models to it with `RESEARCH_ATTENTION=fused`.
+//! reference elsewhere; [`attention_auto`] (what the models call) takes it on burn-cuda unless
+//! `RESEARCH_ATTENTION=reference`.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
@@ -30,13 +31,26 @@ pub const MASKED: f32 = -1.0e9;
 pub struct AttentionBias<B: Backend> {
     /// The bias tensor.
     pub bias: Tensor<B, 4>,
+    /// `Some(offset)` when `bias` is exactly [`AttentionBias::causal`]'s mask with that query
+    /// offset, so the fused kernels can skip masked tiles instead of reading the tensor.
+    pub causal_offset: Option<usize>,
 }
 
 impl<B: Backend> AttentionBias<B> {
     /// Causal bias for `queries` new tokens whose first sits at key column `offset`: query `t` sees
     /// keys `0..=offset + t`. Shared by the whole batch.
     pub fn causal(_batch: usize, queries: usize, keys: usize, offset: usize, device: &B::Device) -> Self {
-        Self::from_host(&causal_rows(queries, keys, offset), 1, queries, keys, device)
+        let mut bias = Self::from_host(&causal_rows(queries, keys, offset), 1, queries, keys, device);
+        bias.causal_offset = Some(offset);
+        bias
+    }
+
+    /// A bias tensor `[batch or 1, 1, queries or 1, keys]` without known structure.
+    pub fn new(bias: Tensor<B, 4>) -> Self {
+        Self {
+            bias,
+            causal_offset: None,
+        }
     }
 
     /// A bias from host values laid out `[batch, queries, keys]`.
@@ -44,7 +58,7 @@ impl<B: Backend> AttentionBias<B> {
         assert_eq!(values.len(), batch * queries * keys, "bias size");
         let data = TensorData::new(values.to_vec(), [batch, 1, queries, keys]);
         let bias = Tensor::from_data(data, TensorCreationOptions::new(device.clone()).with_dtype(DType::F32));
-        Self { bias }
+        Self::new(bias)
     }
 
     /// Queries covered.

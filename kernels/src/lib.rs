@@ -5,7 +5,7 @@
 //! [`attention::fused_attention`] is the fused route (issue 6): CUDA C++ kernels compiled at run
 //! time by NVRTC (feature `nvrtc`; launched on burn-cuda with feature `cuda`) for prefill, decode
 //! and the backward, the reference path elsewhere; the models reach it through
-//! [`attention::attention_auto`] when `RESEARCH_ATTENTION=fused`.
+//! [`attention::attention_auto`], on burn-cuda unless `RESEARCH_ATTENTION=reference`.
 
 //!
 //! [`linear::linear`] is the model's `x @ W (+ b)`: burn's matmul on every backend, and on

@@ -29,7 +29,9 @@ if [ "${SKIP_REGEN:-0}" != 1 ]; then
 fi
 if [ "${SKIP_PARITY:-0}" != 1 ]; then
   # One process for every check: burn-cuda compiles its kernels once per process.
-  CUBECL_AUTOTUNE_LEVEL=minimal timeout ${PARITY_TIMEOUT:-300} stage/bin/gpu-parity ${PARITY_CHECKS:-cuda:f32:1e-3 cuda:bf16:p8 tch-cuda:f32:1e-3 tch-cuda:bf16:p8 tch-cpu:f32:1e-4} 2>&1 | tee -a "$OUT/parity.txt"
+  # burn's own ops here (RESEARCH_ATTENTION=reference); the attention block below runs the same
+  # parity with the fused kernels, the default on burn-cuda.
+  RESEARCH_ATTENTION=${PARITY_ATTENTION:-reference} CUBECL_AUTOTUNE_LEVEL=minimal timeout ${PARITY_TIMEOUT:-300} stage/bin/gpu-parity ${PARITY_CHECKS:-cuda:f32:1e-3 cuda:bf16:p8 tch-cuda:f32:1e-3 tch-cuda:bf16:p8 tch-cpu:f32:1e-4} 2>&1 | tee -a "$OUT/parity.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if [ "${SKIP_GEMM:-0}" != 1 ]; then

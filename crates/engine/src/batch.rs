@@ -294,9 +294,7 @@ impl<'e, B: Backend> Batch<'e, B> {
         };
         let keys = len + t;
         let causal = Tensor::<B, 2>::from_data(TensorData::new(causal_rows(t, keys, len), [t, keys]), f32_opts());
-        let bias = AttentionBias {
-            bias: columns.clone().reshape([rows, 1, 1, keys]) + causal.reshape([1, 1, t, keys]),
-        };
+        let bias = AttentionBias::new(columns.clone().reshape([rows, 1, 1, keys]) + causal.reshape([1, 1, t, keys]));
         self.columns = Some(columns);
 
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, t]), &device);

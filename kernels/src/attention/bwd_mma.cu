@@ -58,8 +58,14 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
 
     const i64 j0 = (i64)blockIdx.x * BWD_BN;
-    const i64 kvh = blockIdx.y, b = blockIdx.z;
+    const i64 b = blockIdx.z;
     const i64 G = p.H / p.KVH;
+    // Split-group mode (p.part_o set): one block per query head, f32 partials summed over the
+    // group by attn_bwd_mma_dkdv_reduce; otherwise one block per KV head walks its whole group.
+    const bool split = p.part_o != nullptr;
+    const i64 kvh = split ? blockIdx.y / G : blockIdx.y;
+    const i64 h_first = split ? blockIdx.y : kvh * G;
+    const i64 heads = split ? 1 : G;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;
     const int kw = warp * 16;  // this warp's first key within the tile
@@ -79,7 +85,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         if (t_lo < 0) t_lo = 0;
     }
     const i64 nq = (j0 < sk && t_lo < p.T) ? (p.T - t_lo + BQ - 1) / BQ : 0;
-    const i64 n = G * nq;
+    const i64 n = heads * nq;
     const float sl2 = p.scale * LOG2E;
 
     load_rows<D, BWD_BN>(Ks, kp, p.k_ss, j0, p.S, tid);
@@ -89,7 +95,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     // Issues the loads of step i (query head kvh·G + i / nq, queries t_lo + (i % nq)·BQ...) into
     // buffer `buf`.
     auto issue = [&](i64 i, int buf) {
-        const i64 h = kvh * G + i / nq, t0 = t_lo + (i % nq) * BQ;
+        const i64 h = h_first + i / nq, t0 = t_lo + (i % nq) * BQ;
         load_rows<D, BQ>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
         load_rows<D, BQ>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
         for (int r = tid; r < BQ; r += 128) {
@@ -202,6 +208,24 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     cp_async_wait<0>();
 
     // Keys past S are not written; keys no query sees get zeros.
+    if (split) {
+        // f32 partials of this query head: dK at part_o[b, h], dV B·H·S·D floats further.
+        float* dkf = p.part_o + (b * p.H + h_first) * p.S * D;
+        float* dvf = dkf + p.B * p.H * p.S * D;
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+            const int col = nd * 8 + tig * 2;
+            if (jA < p.S) {
+                *(float2*)(dkf + jA * D + col) = make_float2(dk[nd][0] * p.scale, dk[nd][1] * p.scale);
+                *(float2*)(dvf + jA * D + col) = make_float2(dv[nd][0], dv[nd][1]);
+            }
+            if (jB < p.S) {
+                *(float2*)(dkf + jB * D + col) = make_float2(dk[nd][2] * p.scale, dk[nd][3] * p.scale);
+                *(float2*)(dvf + jB * D + col) = make_float2(dv[nd][2], dv[nd][3]);
+            }
+        }
+        return;
+    }
     u16* dkp = (u16*)p.dk + (b * p.KVH + kvh) * p.S * D;
     u16* dvp = (u16*)p.dv + (b * p.KVH + kvh) * p.S * D;
 #pragma unroll
@@ -361,10 +385,42 @@ __device__ __forceinline__ void bwd_mma_dq(const Params& p) {
     }
 }
 
+// Split-group mode: dK, dV [B, KVH, S, D] = the sum over the group's query heads (in head order:
+// deterministic) of the f32 partials in part_o. Grid (ceil(B·KVH·S·D / 512), 1, 1), 128 threads,
+// 4 consecutive elements per thread (D is a multiple of 4).
+template <int DT, int D>
+__device__ __forceinline__ void bwd_mma_dkdv_reduce(const Params& p) {
+    const i64 G = p.H / p.KVH;
+    const i64 per_head = p.S * D;
+    const i64 total = p.B * p.KVH * per_head;
+    const i64 e = ((i64)blockIdx.x * 128 + threadIdx.x) * 4;
+    if (e >= total) return;
+    const i64 bk = e / per_head, r = e % per_head;  // (b·KVH + kvh), offset in the head
+    const i64 b = bk / p.KVH, kvh = bk % p.KVH;
+    const float* src = p.part_o + ((b * p.H + kvh * G) * per_head + r);
+    const i64 dv_off = p.B * p.H * per_head;
+    float4 sk = make_float4(0.f, 0.f, 0.f, 0.f), sv = sk;
+    for (i64 g = 0; g < G; ++g) {
+        const float4 a = __ldcs((const float4*)(src + g * per_head));
+        const float4 c = __ldcs((const float4*)(src + dv_off + g * per_head));
+        sk.x += a.x; sk.y += a.y; sk.z += a.z; sk.w += a.w;
+        sv.x += c.x; sv.y += c.y; sv.z += c.z; sv.w += c.w;
+    }
+    u16* dk = (u16*)p.dk + e;
+    u16* dv = (u16*)p.dv + e;
+    *(u32*)dk = Elem<DT>::pack2(sk.x, sk.y);
+    *(u32*)(dk + 2) = Elem<DT>::pack2(sk.z, sk.w);
+    *(u32*)dv = Elem<DT>::pack2(sv.x, sv.y);
+    *(u32*)(dv + 2) = Elem<DT>::pack2(sv.z, sv.w);
+}
+
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv<DT, D>(p);                                                                             \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dq_##NAME##_d##D(const Params p) {   \
         bwd_mma_dq<DT, D>(p);                                                                               \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128) attn_bwd_mma_dkdv_reduce_##NAME##_d##D(const Params p) { \
+        bwd_mma_dkdv_reduce<DT, D>(p);                                                                      \
     }

@@ -185,6 +185,15 @@ fn bwd_simple_forced() -> bool {
     std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "simple")
 }
 
+/// Whether the tensor-core dK/dV kernel runs one block per query head (f32 partials, then
+/// `attn_bwd_mma_dkdv_reduce` sums each GQA group in head order) instead of one block per KV
+/// head walking its whole group: `G`× the blocks, which a causal 0.5B-shape step needs to fill
+/// the GPU (one block per KV head gave 128 blocks at 2 × 2048). On whenever the group has more
+/// than one head; `RESEARCH_ATTENTION_BWD=grouped` keeps the register reduction (comparisons).
+fn bwd_split_group(g: &Geometry) -> bool {
+    g.h > g.kvh && !std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "grouped")
+}
+
 /// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
 /// `bwd_mma.cu` (K, V: 64 rows; Q, dO: two buffers of BQ rows, rows padded to d + 8 elements;
 /// lse and delta: two buffers of BQ f32). The kernel traps when given less.
@@ -192,6 +201,14 @@ fn bwd_mma_dkdv_smem(d: usize) -> u32 {
     let lds = d + 8;
     let bq = if d == 128 { 32 } else { 64 };
     ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4) as u32
+}
+
+/// Whether `B` is burn-cuda or burn-cuda under autodiff (the backends [`try_fused`] takes).
+pub(crate) fn is_cuda<B: Backend>() -> bool {
+    let id = TypeId::of::<B>();
+    id == TypeId::of::<Cuda>()
+        || id == TypeId::of::<Autodiff<Cuda, NoCheckpointing>>()
+        || id == TypeId::of::<Autodiff<Cuda, BalancedCheckpointing>>()
 }
 
 /// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
@@ -436,14 +453,25 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
     let d = g.d;
     let mut pre = bwd_launches(g)?;
     pre.truncate(1);
+    let split = bwd_split_group(g);
     pre.push(Launch {
         module: "bwd_mma",
         dt,
         d,
         entry: format!("attn_bwd_mma_dkdv_{dt}_d{d}"),
-        grid: grid(g.s.div_ceil(BWD_MMA_BN), g.kvh, g.b)?,
+        grid: grid(g.s.div_ceil(BWD_MMA_BN), if split { g.h } else { g.kvh }, g.b)?,
         smem: bwd_mma_dkdv_smem(d),
     });
+    if split {
+        pre.push(Launch {
+            module: "bwd_mma",
+            dt,
+            d,
+            entry: format!("attn_bwd_mma_dkdv_reduce_{dt}_d{d}"),
+            grid: grid((g.b * g.kvh * g.s * d).div_ceil(512), 1, 1)?,
+            smem: 0,
+        });
+    }
     pre.push(Launch {
         module: "bwd_mma",
         dt,
@@ -663,6 +691,15 @@ fn backward(
     let dq = client.empty(g.b * g.h * g.t * g.d * elem);
     let dk = client.empty(g.b * g.kvh * g.s * g.d * elem);
     let dv = client.empty(g.b * g.kvh * g.s * g.d * elem);
+    let mma_ok = mma_shape_ok(
+        &g,
+        &[
+            p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss, p.do_sb, p.do_sh, p.do_st,
+        ],
+    ) && !bwd_simple_forced();
+    // The split-group dK/dV partials (f32 [2, B, H, S, D]) travel in the forward's split-K slot
+    // `part_o`, which no backward kernel otherwise reads (the scalar fallback ignores it).
+    let part_o = (mma_ok && bwd_split_group(&g)).then(|| client.empty(2 * g.b * g.h * g.s * g.d * 4));
     let buffers = Buffers {
         q: Some(q.handle.clone()),
         k: Some(k.handle.clone()),
@@ -676,14 +713,9 @@ fn backward(
         dq: Some(dq.clone()),
         dk: Some(dk.clone()),
         dv: Some(dv.clone()),
+        part_o,
         ..Default::default()
     };
-    let mma_ok = mma_shape_ok(
-        &g,
-        &[
-            p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss, p.do_sb, p.do_sh, p.do_st,
-        ],
-    ) && !bwd_simple_forced();
     let job = Job {
         params: p,
         buffers,

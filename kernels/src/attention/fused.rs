@@ -8,8 +8,11 @@
 //! on every other backend, for unsupported shapes/dtypes, or with `RESEARCH_ATTENTION=reference`,
 //! it builds the equivalent bias and calls [`attention`](super::attention).
 //!
-//! [`attention_auto`] has the reference signature and routes to the fused path only when
-//! `RESEARCH_ATTENTION=fused`: the models call it, so the switch is one environment variable.
+//! [`attention_auto`] has the reference signature and is what the models call: on burn-cuda it
+//! routes to the fused path (a causal [`AttentionBias`] as structure, so masked tiles are skipped;
+//! any other bias as an additive bias) unless `RESEARCH_ATTENTION=reference`; on the other
+//! backends it is the reference path unless `RESEARCH_ATTENTION=fused` (which then falls back to
+//! the reference inside [`fused_attention`] anyway).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -101,9 +104,7 @@ pub fn fused_reference<B: Backend>(
         AttentionBias::<B>::from_host(&values, rows, t, s, &device)
     });
     let combined = match (structural, bias) {
-        (Some(m), Some(extra)) => AttentionBias {
-            bias: m.bias + extra.bias.clone(),
-        },
+        (Some(m), Some(extra)) => AttentionBias::new(m.bias + extra.bias.clone()),
         (Some(m), None) => m,
         (None, Some(extra)) => extra.clone(),
         (None, None) => AttentionBias::from_host(&vec![0.0; t * s], 1, t, s, &device),
@@ -111,18 +112,31 @@ pub fn fused_reference<B: Backend>(
     attention(q, k, v, &combined)
 }
 
-/// [`attention`]'s signature: the fused kernels with `bias` as an additive bias when
-/// `RESEARCH_ATTENTION=fused`, else the reference path itself.
+/// Whether [`attention_auto`] takes the fused route for backend `B`: on burn-cuda (plain or under
+/// autodiff) unless `RESEARCH_ATTENTION=reference`; elsewhere only with `RESEARCH_ATTENTION=fused`.
+#[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
+pub fn fused_by_default<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    if super::cuda::is_cuda::<B>() {
+        return !reference_forced();
+    }
+    fused_requested()
+}
+
+/// [`attention`]'s signature, routed by [`fused_by_default`]: the fused kernels (a causal `bias`
+/// as structure, any other as an additive bias), else the reference path itself.
 pub fn attention_auto<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     bias: &AttentionBias<B>,
 ) -> Tensor<B, 4> {
-    if fused_requested() {
-        fused_attention(q, k, v, false, 0, None, Some(bias))
-    } else {
-        attention(q, k, v, bias)
+    if !fused_by_default::<B>() {
+        return attention(q, k, v, bias);
+    }
+    match bias.causal_offset {
+        Some(offset) => fused_attention(q, k, v, true, offset, None, None),
+        None => fused_attention(q, k, v, false, 0, None, Some(bias)),
     }
 }
 
@@ -167,7 +181,7 @@ pub fn entries(name: &str) -> Vec<String> {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
         "fwd_mma" => &["fwd_mma", "fwd_mma1"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
-        "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq"],
+        "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq", "bwd_mma_dkdv_reduce"],
         _ => &[],
     };
     let mut out = Vec::new();
@@ -315,7 +329,7 @@ mod tests {
         assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);
-        assert_eq!(entries("bwd_mma").len(), 8);
+        assert_eq!(entries("bwd_mma").len(), 12);
         assert!(entries("bwd_mma").contains(&"attn_bwd_mma_dkdv_bf16_d128".to_string()));
     }
 }

@@ -142,7 +142,7 @@ impl<B: Backend> Qwen2Attention<B> {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        // The reference path unless RESEARCH_ATTENTION=fused (the fused CUDA kernels, issue 6).
+        // The fused CUDA kernels on burn-cuda (issue 6), the reference path elsewhere.
         let out = attention_auto(q, k, v, bias);
         let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(out)

@@ -16,11 +16,14 @@
 //! The 16-bit forward cases run once per forward kernel (`[default]`: the pipelined tensor-core
 //! kernel where it applies; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
-//! head dims 64/128; `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
+//! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA;
+//! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
+//! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
 //! names the kernels that ran (launch counts per kind), and a case fails when the expected
 //! backward did not run. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
-//! `mma1` kernel) and forward+backward (with the tensor-core backward, and `fwdbwd_simple_*` with
+//! `mma1` kernel) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
+//! in-register GQA reduction, and `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
 //! cache); `--reference` adds the reference path's forward time.
 
@@ -480,13 +483,13 @@ mod imp {
             if dtype == DType::F32 {
                 &["simple"]
             } else {
-                &["mma", "simple"]
+                &["mma", "grouped", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             for &bwd in bwd_variants(dtype) {
-                if bwd == "simple" && dtype != DType::F32 {
-                    std::env::set_var("RESEARCH_ATTENTION_BWD", "simple");
+                if (bwd == "simple" || bwd == "grouped") && dtype != DType::F32 {
+                    std::env::set_var("RESEARCH_ATTENTION_BWD", bwd);
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_BWD");
                 }
@@ -525,10 +528,17 @@ mod imp {
                     };
                     let worst = eq.max(ek).max(ev);
                     // The tensor-core backward for 16-bit head dims 64/128 unless the scalar one is
-                    // forced; the scalar one otherwise. Forward (1 or 2 kernels) + 3 backward kernels.
-                    let want_mma = bwd == "mma" && (c.d == 64 || c.d == 128);
+                    // forced; the scalar one otherwise. Forward (1 or 2 kernels) + 3 backward kernels
+                    // (+ the group reduction when a GQA group's heads run as separate blocks, the
+                    // default; `grouped` keeps the in-register reduction).
+                    let want_mma = (bwd == "mma" || bwd == "grouped") && (c.d == 64 || c.d == 128);
+                    let want_reduce = want_mma && bwd == "mma" && c.h > c.kvh;
                     let right_kernels = if want_mma {
-                        ran("bwd_pre") && ran("bwd_mma_dkdv") && ran("bwd_mma_dq") && !ran("bwd_dkdv")
+                        ran("bwd_pre")
+                            && ran("bwd_mma_dkdv")
+                            && ran("bwd_mma_dq")
+                            && !ran("bwd_dkdv")
+                            && ran("bwd_mma_dkdv_reduce") == want_reduce
                     } else {
                         ran("bwd_pre") && ran("bwd_dkdv") && ran("bwd_dq") && !ran("bwd_mma_dkdv")
                     };
@@ -538,7 +548,7 @@ mod imp {
                     "{} bwd {} [{}] {}: rel err dq {eq:.2e} dk {ek:.2e} dv {ev:.2e} (bound {bound:.0e}), kernels {launched} ({})",
                     if pass { "PASS" } else { "FAIL" },
                     dtype_label(dtype),
-                    if want_mma { "mma" } else { "simple" },
+                    if want_mma { bwd } else { "simple" },
                     c.label(),
                     counts_label(&kinds)
                 );
@@ -590,6 +600,10 @@ mod imp {
                 })
             };
             let tfb = fwdbwd(iters);
+            // The dK/dV kernel with the GQA reduction in registers (one block per KV head).
+            std::env::set_var("RESEARCH_ATTENTION_BWD", "grouped");
+            let tfb_grouped = fwdbwd(iters);
+            std::env::remove_var("RESEARCH_ATTENTION_BWD");
             // The scalar backward is slow: a few iterations.
             let tfb_simple = simple_bwd.then(|| {
                 std::env::set_var("RESEARCH_ATTENTION_BWD", "simple");
@@ -605,6 +619,11 @@ mod imp {
                 3.5 * flops / tfb / 1e12,
                 tf1 * 1e6,
                 flops / tf1 / 1e12
+            );
+            line += &format!(
+                ",\"fwdbwd_grouped_us\":{:.1},\"fwdbwd_grouped_tflops\":{:.2}",
+                tfb_grouped * 1e6,
+                3.5 * flops / tfb_grouped / 1e12
             );
             if let Some(ts) = tfb_simple {
                 line += &format!(
