@@ -115,9 +115,52 @@ pub fn gemv_disabled() -> bool {
     *OFF.get_or_init(|| std::env::var("RESEARCH_GEMV").is_ok_and(|v| v == "off"))
 }
 
-/// Whether `RESEARCH_GEMM=reference` asks for the reference path.
+/// Whether `RESEARCH_GEMM=reference` asks for the reference path (read once per process).
 pub fn reference_forced() -> bool {
-    std::env::var("RESEARCH_GEMM").is_ok_and(|v| v == "reference")
+    static REFERENCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REFERENCE.get_or_init(|| std::env::var("RESEARCH_GEMM").is_ok_and(|v| v == "reference"))
+}
+
+/// The GEMV launch the burn-cuda route would use for a planned forward product in `dtype`, or
+/// `None` when it would run cuBLASLt: the route's whole host-side decision (bf16/f16 only,
+/// `RESEARCH_GEMV=off`, at most [`gemv_route_max_m`] rows, then [`gemv::plan_gemv`]). Whether the
+/// device pointers are 16-byte aligned is decided on the device thread (a planned product with
+/// unaligned pointers runs cuBLASLt and counts in [`gemv_counts`]`.1`).
+pub fn gemv_route_plan(dtype: burn::tensor::DType, plan: &GemmPlan) -> Option<gemv::GemvGeometry> {
+    use burn::tensor::DType;
+    if !matches!(dtype, DType::BF16 | DType::F16) || gemv_disabled() || plan.m > gemv_route_max_m() {
+        return None;
+    }
+    gemv::plan_gemv(plan)
+}
+
+/// Whether the GEMV route would take `x @ w` with these shapes and element strides (as the
+/// backend stores the tensors: see [`device_strides`]) in `dtype`; `false` for a layout the
+/// linear route cannot plan at all. For checks that must know which route a product takes.
+pub fn gemv_route_takes(
+    dtype: burn::tensor::DType,
+    x_shape: &[usize],
+    x_strides: &[usize],
+    w_shape: &[usize],
+    w_strides: &[usize],
+) -> bool {
+    GemmPlan::new(x_shape, x_strides, w_shape, w_strides).is_some_and(|p| gemv_route_plan(dtype, &p).is_some())
+}
+
+/// The element strides of `t` as its backend stores it, where the backend exposes them: burn-cuda
+/// (also under autodiff) with the `cuda` feature; `None` elsewhere. burn-cuda pads the rows of
+/// new tensors (cubecl's pitched layout: a 16-bit `[1000, 1151]` tensor gets a row stride of 1280),
+/// so a tensor's logical shape does not tell its row stride.
+pub fn device_strides<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Vec<usize>> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::strides_of(t)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = t;
+        None
+    }
 }
 
 /// How a 2-D operand sits in memory, in BLAS terms.
@@ -153,25 +196,24 @@ pub fn classify(rows: usize, cols: usize, row_stride: usize, col_stride: usize) 
 /// `None` when the leading dimensions do not form a single strided axis. Size-1 dimensions are
 /// ignored; with no non-trivial leading dimension the row stride is `fallback_stride`.
 pub fn flatten_rows(shape: &[usize], strides: &[usize], fallback_stride: usize) -> Option<(usize, usize)> {
-    let lead: Vec<(usize, usize)> = shape[..shape.len().saturating_sub(1)]
+    // Non-trivial leading dimensions, outermost first (no allocation: this runs on every product).
+    let mut lead = shape[..shape.len().saturating_sub(1)]
         .iter()
         .zip(strides)
         .filter(|(&s, _)| s != 1)
-        .map(|(&s, &st)| (s, st))
-        .collect();
-    let rows = lead.iter().map(|(s, _)| s).product::<usize>();
-    match lead.last() {
-        None => Some((rows, fallback_stride)),
-        Some(&(_, inner_stride)) => {
-            for pair in lead.windows(2) {
-                let ((_, outer_stride), (inner_size, inner_st)) = (pair[0], pair[1]);
-                if outer_stride != inner_st * inner_size {
-                    return None;
-                }
-            }
-            Some((rows, inner_stride))
+        .map(|(&s, &st)| (s, st));
+    let Some(mut outer) = lead.next() else {
+        return Some((1, fallback_stride));
+    };
+    let mut rows = outer.0;
+    for inner in lead {
+        if outer.1 != inner.1 * inner.0 {
+            return None;
         }
+        rows *= inner.0;
+        outer = inner;
     }
+    Some((rows, outer.1))
 }
 
 /// A GEMM `Y[M, N] = X[M, K] · W[K, N]` laid out for column-major BLAS: it computes
@@ -376,6 +418,29 @@ mod tests {
         assert_eq!(classify(3, 4, 2, 1), None);
         assert_eq!(classify(3, 4, 0, 1), None);
         assert_eq!(classify(3, 4, 8, 2), None);
+    }
+
+    /// The route decision the GPU check compares against: an odd-width 16-bit weight takes the
+    /// GEMV route exactly when its rows are padded to 16 bytes (burn-cuda's pitched `[1000, 1151]`
+    /// has a row stride of 1280), never in f32, never above the default single-row limit.
+    #[test]
+    fn gemv_route_follows_real_strides() {
+        use burn::tensor::DType;
+        let takes =
+            |dtype, xs: &[usize], xst: &[usize], ws: &[usize]| gemv_route_takes(dtype, xs, xst, &[1000, 1151], ws);
+        assert!(takes(DType::F16, &[1, 1000], &[1024, 1], &[1280, 1]));
+        assert!(takes(DType::BF16, &[1, 1, 1000], &[1024, 1024, 1], &[1280, 1]));
+        assert!(!takes(DType::F16, &[1, 1000], &[1000, 1], &[1151, 1]));
+        assert!(!takes(DType::F32, &[1, 1000], &[1000, 1], &[1280, 1]));
+        // K-contiguous (a transposed [1151, 1000] tensor with padded rows): K and ldw multiples of 8.
+        assert!(takes(DType::BF16, &[1, 1000], &[1000, 1], &[1, 1024]));
+        assert!(!takes(DType::BF16, &[1, 1000], &[1000, 1], &[1, 1004]));
+        if std::env::var_os("RESEARCH_GEMV_MAX_M").is_none() && std::env::var_os("RESEARCH_GEMV").is_none() {
+            assert!(
+                !takes(DType::BF16, &[2, 1000], &[1024, 1], &[1280, 1]),
+                "one row by default"
+            );
+        }
     }
 
     #[test]

@@ -23,9 +23,12 @@
 //! Decode products (issue 7's second part). A forward linear product with `M ≤ 8` rows in
 //! bf16/f16 whose weight layout `linear/gemv.rs` accepts runs our GEMV kernels (`gemv.cu`, NVRTC
 //! for the device's architecture, loaded once per device and `(dtype, M)`, launched with
-//! `cuLaunchKernel` on the same stream; split-K needs an f32 scratch buffer from `client.empty`
-//! and arrival counters: one `cuMemAlloc` of `gemv::COUNTERS` u32 per stream, zeroed once on that
-//! stream, kept for the process, left at zero by every launch). The device call decides last: when `W` (or, K-contiguous, `X`) is not
+//! `cuLaunchKernel` on the same stream; split-K needs an f32 scratch buffer and arrival counters,
+//! both kept per stream for the process: the scratch one `cuMemAlloc` grown when a larger product
+//! comes (a launch reads its partial sums only within itself, and launches on one stream run in
+//! order, so the next one may reuse them; outgrown buffers are kept, not freed under a kernel that
+//! may still run), the counters one `cuMemAlloc` of `gemv::COUNTERS` u32, zeroed once on that
+//! stream and left at zero by every launch). The device call decides last: when `W` (or, K-contiguous, `X`) is not
 //! 16-byte aligned, or the module fails to compile/load or launch, the same call runs cuBLASLt
 //! instead (counted in `gemv_counts().1`, warned once per reason), so a planned GEMV never needs a
 //! host-side fallback. `RESEARCH_GEMV=off` plans none (for comparisons). Backward products and the
@@ -44,6 +47,14 @@
 //! logged as an error, counted in `cublaslt_counts().1`, the product's output is left undefined,
 //! and every later product waits again (falling back to burn's path on failure). GEMV problems
 //! cannot fail that way (above). `RESEARCH_GEMM_SYNC=1` keeps every call blocking.
+//!
+//! Host cost per call. A decode GEMV over a 25 MB weight takes 6–8 µs of GPU time, so the host
+//! path of a product must stay below that or the GPU idles between calls. Per product the calling
+//! thread allocates the output (`client.empty`: one task for the device thread) and submits one
+//! closure; environment switches are read once per process, the `DeviceHandle` and the keys that
+//! already succeeded are looked up in thread-local lists (no global lock, no hashing on a hit), and
+//! the split-K scratch is no longer a per-call allocation. On the device thread the closure
+//! resolves 3–4 buffers and makes one `cuLaunchKernel`.
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
@@ -61,7 +72,7 @@ use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
-use burn_cubecl::cubecl::device::Device;
+use burn_cubecl::cubecl::device::{Device, DeviceId};
 use burn_cubecl::cubecl::device_handle::DeviceHandle;
 use burn_cubecl::cubecl::server::{ComputeServer, Handle};
 use burn_cubecl::cubecl::stream_id::StreamId;
@@ -71,8 +82,8 @@ use burn_cubecl::CubeBackend;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys as lts;
 
-use super::gemv::{plan_gemv, GemvGeometry, GemvParams, THREADS as GEMV_THREADS};
-use super::{gemv_disabled, reference_forced, GemmPlan};
+use super::gemv::{GemvGeometry, GemvParams, THREADS as GEMV_THREADS};
+use super::{reference_forced, GemmPlan};
 
 /// The engine's burn-cuda backend type.
 type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -140,6 +151,23 @@ pub(crate) fn try_linear<B: Backend, const D: usize>(
     Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
+/// The element strides of a burn-cuda (or burn-cuda under autodiff) tensor, else `None`.
+pub(crate) fn strides_of<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Vec<usize>> {
+    let id = TypeId::of::<B>();
+    let p = float_prim(t);
+    if id == TypeId::of::<Cuda>() {
+        return cast::<_, CT>(p).ok().map(|c| c.meta.strides().to_vec());
+    }
+    let is_ad = id == TypeId::of::<Autodiff<Cuda, NoCheckpointing>>()
+        || id == TypeId::of::<Autodiff<Cuda, BalancedCheckpointing>>();
+    if is_ad {
+        return cast::<_, AutodiffTensor>(p)
+            .ok()
+            .map(|a| a.primitive.meta.strides().to_vec());
+    }
+    None
+}
+
 /// The fused batched product when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
 pub(crate) fn try_matmul<B: Backend, const D: usize>(a: &Tensor<B, D>, b: &Tensor<B, D>) -> Option<Tensor<B, D>> {
     let id = TypeId::of::<B>();
@@ -196,12 +224,8 @@ pub(crate) fn gemm(x: CT, w: CT, bias: Option<CT>, allow_gemv: bool) -> Option<C
     }
     let mut out_dims: Vec<usize> = x.meta.shape().to_vec();
     *out_dims.last_mut()? = plan.n;
-    let gemv = if allow_gemv
-        && matches!(dtype, DType::BF16 | DType::F16)
-        && !gemv_disabled()
-        && plan.m <= super::gemv_route_max_m()
-    {
-        plan_gemv(&plan)
+    let gemv = if allow_gemv {
+        super::gemv_route_plan(dtype, &plan)
     } else {
         None
     };
@@ -255,10 +279,38 @@ fn sync_forced() -> bool {
     *SYNC.get_or_init(|| std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1"))
 }
 
+thread_local! {
+    /// This thread's copy of keys known to be good (a short list: one entry per layer shape).
+    static KNOWN_HERE: std::cell::RefCell<Vec<HostKey>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's device handles (`DeviceHandle::new` takes cubecl's global channel lock).
+    static HANDLES: std::cell::RefCell<Vec<(DeviceId, DeviceHandle<Server>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn device_handle(id: DeviceId) -> DeviceHandle<Server> {
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        if let Some((_, d)) = h.iter().find(|(i, _)| *i == id) {
+            return d.clone();
+        }
+        let d = DeviceHandle::<Server>::new(id);
+        h.push((id, d.clone()));
+        d
+    })
+}
+
 fn may_skip_wait(key: &HostKey) -> bool {
-    !sync_forced()
-        && !POISONED.load(Ordering::Relaxed)
-        && known_good().lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+    if sync_forced() || POISONED.load(Ordering::Relaxed) {
+        return false;
+    }
+    if KNOWN_HERE.with(|k| k.borrow().contains(key)) {
+        return true;
+    }
+    let known = known_good().lock().unwrap_or_else(|e| e.into_inner()).contains(key);
+    if known {
+        KNOWN_HERE.with(|k| k.borrow_mut().push(*key));
+    }
+    known
 }
 
 fn async_failure(reason: &str) {
@@ -284,7 +336,6 @@ fn launch(
     let dtype = x.dtype;
     let elem = dtype.size();
     let out_handle = x.client.empty(plan.batch * plan.m * plan.n * elem);
-    let part = gemv.filter(|g| g.splits > 1).map(|g| x.client.empty(g.partial_bytes()));
     let call = Call {
         plan,
         dtype,
@@ -292,7 +343,7 @@ fn launch(
         w: w.handle.clone(),
         bias: bias.map(|b| b.handle.clone()),
         out: out_handle.clone(),
-        gemv: gemv.map(|g| (g, part)),
+        gemv,
     };
     let device_id = x.device.to_id();
     let key_device: DevKey = (device_id.type_id, device_id.index_id as u32);
@@ -303,7 +354,7 @@ fn launch(
         bias: bias.is_some(),
         gemv,
     };
-    let device = DeviceHandle::<Server>::new(device_id);
+    let device = device_handle(device_id);
     let output = || {
         CT::new_contiguous(
             x.client.clone(),
@@ -372,8 +423,8 @@ struct Call {
     w: Handle,
     bias: Option<Handle>,
     out: Handle,
-    /// The GEMV launch and its split-K scratch buffer, when planned.
-    gemv: Option<(GemvGeometry, Option<Handle>)>,
+    /// The GEMV launch, when planned.
+    gemv: Option<GemvGeometry>,
 }
 
 /// The cached cuBLASLt objects for one problem.
@@ -396,8 +447,8 @@ struct PlanKey {
     align: [u8; 4],
 }
 
-/// A GEMV kernel: device, layout, dtype name, rows.
-type GemvFnKey = (DevKey, super::gemv::GemvLayout, &'static str, usize);
+/// A GEMV kernel: device, layout, dtype name, rows, rows per step (N-contiguous).
+type GemvFnKey = (DevKey, super::gemv::GemvLayout, &'static str, usize, usize);
 
 #[derive(Default)]
 struct LtState {
@@ -412,6 +463,10 @@ struct LtState {
     gemv_functions: HashMap<GemvFnKey, usize>,
     /// Split-K arrival counters per stream (`gemv::COUNTERS` u32, zero between launches).
     gemv_counters: HashMap<usize, u64>,
+    /// Split-K f32 scratch per stream: pointer and bytes.
+    gemv_scratch: HashMap<usize, (u64, usize)>,
+    /// Outgrown scratch buffers (kept: a launch enqueued earlier may still read them).
+    gemv_retired: Vec<u64>,
 }
 
 // SAFETY: the raw cuBLASLt/CUDA handles are only used under the mutex, from cubecl's device
@@ -456,14 +511,9 @@ impl Call {
             None => None,
         };
         let ro = get(server, self.out)?;
-        let (gemv, rp) = match self.gemv {
-            Some((g, Some(part))) => (Some(g), Some(get(server, part)?)),
-            Some((g, None)) => (Some(g), None),
-            None => (None, None),
-        };
+        let gemv = self.gemv;
         let (px, pw, po) = (rx.resource().ptr, rw.resource().ptr, ro.resource().ptr);
         let pb = rb.as_ref().map(|r| r.resource().ptr);
-        let pp = rp.as_ref().map(|r| r.resource().ptr);
 
         let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
         let st = &mut *st;
@@ -478,17 +528,15 @@ impl Call {
         if let Some(g) = gemv {
             let tried = if !g.pointers_aligned(px, pw) {
                 Err("pointers not 16-byte aligned".to_string())
-            } else if g.splits > 1 && pp.is_none() {
-                Err("no split-K scratch buffer".to_string())
             } else {
-                st.launch_gemv(device, stream, &g, self.dtype, |counters| {
-                    GemvParams::new(&g, px, pw, pb.unwrap_or(0), po, pp.unwrap_or(0), counters)
+                st.launch_gemv(device, stream, &g, self.dtype, |part, counters| {
+                    GemvParams::new(&g, px, pw, pb.unwrap_or(0), po, part, counters)
                 })
             };
             match tried {
                 Ok(()) => {
                     GEMV_LAUNCHED.fetch_add(1, Ordering::Relaxed);
-                    drop((rx, rw, rb, ro, rp));
+                    drop((rx, rw, rb, ro));
                     return Ok(());
                 }
                 // Whatever the GEMV kernels left in the output, cuBLASLt overwrites it below,
@@ -572,7 +620,7 @@ impl Call {
             .map_err(lt_err("cublasLtMatmul"))?;
         }
         LAUNCHED.fetch_add(1, Ordering::Relaxed);
-        drop((rx, rw, rb, ro, rp));
+        drop((rx, rw, rb, ro));
         Ok(())
     }
 }
@@ -631,7 +679,7 @@ impl LtState {
         if let Some(&f) = self.gemv_functions.get(&key) {
             return Ok(f);
         }
-        let (device, _, dt, m) = key;
+        let (device, _, dt, m, _) = key;
         let module = match self.gemv_modules.get(&(device, dt, m)) {
             Some(loaded) => loaded.clone()?,
             None => {
@@ -691,20 +739,47 @@ impl LtState {
         Ok(ptr)
     }
 
-    /// Enqueues the GEMV kernel on `stream`, with the parameters `params(counters)`.
+    /// The split-K scratch of `stream`, at least `bytes` long: allocated on first use and
+    /// replaced by a larger one (at least twice the size) when outgrown.
+    fn gemv_scratch(&mut self, stream: usize, bytes: usize) -> Result<u64, String> {
+        if let Some(&(ptr, have)) = self.gemv_scratch.get(&stream) {
+            if have >= bytes {
+                return Ok(ptr);
+            }
+        }
+        let old = self.gemv_scratch.get(&stream).copied();
+        let size = bytes.max(old.map_or(0, |(_, n)| 2 * n)).max(1 << 20);
+        // SAFETY: a plain allocation in the server's current context, kept for the process.
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(size) }
+            .map_err(|e| format!("GEMV split-K scratch ({size} bytes): {e:?}"))?;
+        if let Some((p, _)) = old {
+            self.gemv_retired.push(p);
+        }
+        self.gemv_scratch.insert(stream, (ptr, size));
+        Ok(ptr)
+    }
+
+    /// Enqueues the GEMV kernel on `stream`, with the parameters `params(part, counters)`.
     fn launch_gemv(
         &mut self,
         device: DevKey,
         stream: usize,
         g: &GemvGeometry,
         dtype: DType,
-        params: impl FnOnce(u64) -> GemvParams,
+        params: impl FnOnce(u64, u64) -> GemvParams,
     ) -> Result<(), String> {
         use cudarc::driver::sys as cu;
         let dt = gemv_dtype_name(dtype)?;
-        let f = self.gemv_function((device, g.layout, dt, g.m), || g.entry(dt))?;
-        let counters = if g.splits > 1 { self.gemv_counters(stream)? } else { 0 };
-        let mut p = params(counters);
+        let f = self.gemv_function((device, g.layout, dt, g.m, g.unroll), || g.entry(dt))?;
+        let (part, counters) = if g.splits > 1 {
+            (
+                self.gemv_scratch(stream, g.partial_bytes())?,
+                self.gemv_counters(stream)?,
+            )
+        } else {
+            (0, 0)
+        };
+        let mut p = params(part, counters);
         let mut args = [&mut p as *mut GemvParams as *mut c_void];
         // SAFETY: every GEMV kernel takes one `GemvParams` by value, mirrored by the `#[repr(C)]`
         // struct; its pointers are live burn buffers held by the caller until after the enqueue

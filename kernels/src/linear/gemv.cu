@@ -8,11 +8,15 @@
 //   row-major tensor, e.g. the tied LM head). One warp per output column, lanes stride over K in
 //   8-element chunks, 4 chunks in flight per lane, X read with 16-byte loads too; the 32 lanes are
 //   summed with shuffles. Needs K, ldw, ldx multiples of 8 and 16-byte aligned W and X (host side).
-// - gemv_nc: W "N-contiguous", W[k, n] at w[k * ldw + n] (row-major [in, out], how the model
+// - gemv_nc_u<U>: W "N-contiguous", W[k, n] at w[k * ldw + n] (row-major [in, out], how the model
 //   loader stores its linear weights). A block owns 64 columns; a thread owns 8 consecutive columns
-//   (one 16-byte load per row) and 1 of 32 row groups (8 lanes x 4 rows per warp, 8 warps), 4 rows
-//   in flight; the 32 row groups are summed with shuffles, then through shared memory. Needs ldw a
-//   multiple of 8 and a 16-byte aligned W; any N (the last partial 8-column group loads scalars).
+//   (one 16-byte load per row) and 1 of 32 row groups (8 lanes x 4 rows per warp, 8 warps). Each
+//   step of a thread issues the loads of U rows (rows k, k + 32, ..., k + 32 (U - 1)) and their X
+//   values before using any: with a K slice of at most 32 U rows (the host plans it so for the
+//   small 7B weights) a thread issues every load of its slice up front, one memory round trip per
+//   block. U is 4, 8 or 16 (separate entry points; more registers for larger U). The 32 row groups
+//   are summed with shuffles, then through shared memory. Needs ldw a multiple of 8 and a 16-byte
+//   aligned W; any N (the last partial 8-column group loads scalars).
 //
 // Split-K: blockIdx.y is the K slice [y * k_split, min(K, (y + 1) * k_split)); k_split is a
 // multiple of 256 (K-contiguous) or 32 (N-contiguous), so the lanes / row groups share it evenly.
@@ -20,10 +24,11 @@
 // block writes its f32 partial sums part[split][m][n], and the last block of a column block to
 // finish (counted with an atomic in counters[blockIdx.x], which it resets to 0 for the next
 // launch) adds the partials up in split order (deterministic), adds the bias and rounds: one
-// launch, no second kernel.
+// launch, no second kernel. `part` is scratch reused by the next launch on the same stream (every
+// read of it happens inside the launch that wrote it).
 //
 // Launch: 256 threads per block; grid (ceil(N / 8), splits) for gemv_kc, (ceil(N / 64), splits)
-// for gemv_nc. No thread returns before a shuffle or __syncthreads (inactive warps and column
+// for gemv_nc_u<U>. No thread returns before a shuffle or __syncthreads (inactive warps and column
 // groups carry zeros), so every __shfl_xor_sync sees all 32 lanes.
 
 #define GEMV_THREADS 256
@@ -144,7 +149,7 @@ __device__ __forceinline__ void gemv_kc(const GemvParams& p) {
     if (p.splits > 1) gemv_combine<DT, M, KC_COLS>(p);
 }
 
-template <int DT, int M>
+template <int DT, int M, int U>
 __device__ __forceinline__ void gemv_nc(const GemvParams& p) {
     __shared__ float red[M][GEMV_THREADS / 32][NC_COLS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -163,25 +168,28 @@ __device__ __forceinline__ void gemv_nc(const GemvParams& p) {
         for (int j = 0; j < 8; ++j) acc[m][j] = 0.f;
 
     if (col + 8 <= p.n) {
-        // Rows k, k + 32, k + 64, k + 96 per step, loads issued first (predicated at the end).
-        for (i64 k = k0 + rg; k < k1; k += NC_GROUPS * GEMV_UNROLL) {
-            uint4 wv[GEMV_UNROLL];
+        // Rows k, k + 32, ..., k + 32 (U - 1) per step: every weight and X load of the step is
+        // issued before any is used (predicated off past the end of the slice).
+        const i64 row_step = NC_GROUPS * p.ldw;  // elements between rows k and k + 32
+        const u16* wk = w + (k0 + rg) * p.ldw + col;
+        for (i64 k = k0 + rg; k < k1; k += NC_GROUPS * U, wk += U * row_step) {
+            uint4 wv[U];
+            float xv[U][M];
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u)
-                wv[u] = k + NC_GROUPS * u < k1 ? __ldg((const uint4*)(w + (k + NC_GROUPS * u) * p.ldw + col))
-                                               : make_uint4(0u, 0u, 0u, 0u);
+            for (int u = 0; u < U; ++u) {
+                const bool in = k + NC_GROUPS * u < k1;
+                wv[u] = in ? __ldg((const uint4*)(wk + u * row_step)) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u) {
-                if (k + NC_GROUPS * u < k1) {
-                    float wf[8];
-                    unpack8<DT>(wv[u], wf);
+                for (int m = 0; m < M; ++m) xv[u][m] = in ? Elem<DT>::load(x + m * p.ldx + k + NC_GROUPS * u) : 0.f;
+            }
 #pragma unroll
-                    for (int m = 0; m < M; ++m) {
-                        const float xv = Elem<DT>::load(x + m * p.ldx + k + NC_GROUPS * u);
+            for (int u = 0; u < U; ++u) {
+                float wf[8];
+                unpack8<DT>(wv[u], wf);  // zeros past the slice: adds exact zeros
 #pragma unroll
-                        for (int j = 0; j < 8; ++j) acc[m][j] += xv * wf[j];
-                    }
-                }
+                for (int m = 0; m < M; ++m)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[m][j] += xv[u][m] * wf[j];
             }
         }
     } else if (col < p.n) {
@@ -228,10 +236,21 @@ __device__ __forceinline__ void gemv_nc(const GemvParams& p) {
     if (p.splits > 1) gemv_combine<DT, M, NC_COLS>(p);
 }
 
+// Fewest resident blocks per SM the N-contiguous kernels are compiled for (caps their registers:
+// 65536 / (256 * blocks)); the M x 8 accumulators and U loads in flight set what fits.
+#define GEMV_NC_MIN_BLOCKS(M, U)                                                                   \
+    ((M) == 1 ? ((U) == 4 ? 5 : (U) == 8 ? 4 : 3) : (M) == 2 ? ((U) <= 8 ? 4 : 2) : ((M) <= 4 && (U) == 4) ? 3 : 2)
+
+#define GEMV_NC_INSTANCE(dt, DT, M, U)                                                             \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS, GEMV_NC_MIN_BLOCKS(M, U))          \
+        gemv_nc_u##U##_##dt##_m##M(const GemvParams p) {                                           \
+        gemv_nc<DT, M, U>(p);                                                                      \
+    }
+
 #define GEMV_INSTANCES(dt, DT, M)                                                                  \
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_kc_##dt##_m##M(const GemvParams p) { \
         gemv_kc<DT, M>(p);                                                                         \
     }                                                                                              \
-    extern "C" __global__ void __launch_bounds__(GEMV_THREADS, 2) gemv_nc_##dt##_m##M(const GemvParams p) { \
-        gemv_nc<DT, M>(p);                                                                         \
-    }
+    GEMV_NC_INSTANCE(dt, DT, M, 4)                                                                 \
+    GEMV_NC_INSTANCE(dt, DT, M, 8)                                                                 \
+    GEMV_NC_INSTANCE(dt, DT, M, 16)

@@ -13,8 +13,18 @@
 //! When the column blocks alone would not fill the GPU (`N = 3584`: 448 or 56 blocks), `K` is split
 //! over `grid.y`: each block writes f32 partial sums and the last block of a column to finish
 //! (an atomic arrival counter per column block, reset by that block) adds them up in a fixed order
-//! (deterministic), in the same launch.
+//! (deterministic), in the same launch. For the N-contiguous kernel the split is sized to one
+//! wave of resident blocks (`SMS ×` [`nc_min_blocks`]) and each thread issues the loads of up to
+//! `U` rows at once ([`GemvTuning`]), so on the small 7B weights (`3584 × 3584`) every thread
+//! issues its whole slice up front.
 //! [`plan_gemv`] is pure host logic (tested here); the launch is in `linear/cuda.rs`.
+//!
+//! Tuning knobs (read once per process; for comparisons on the GPU machine):
+//! `RESEARCH_GEMV_NC_UNROLL` = 4, 8 or 16 (rows per step of the N-contiguous kernel on products it
+//! splits, default 16; wider ones use [`NC_UNROLL_WIDE`])
+//! and `RESEARCH_GEMV_NC_WAVE` = the blocks one wave is taken to hold when splitting `K` (default
+//! `132 ×` [`nc_min_blocks`], the SMs of an H100/H200 times the resident blocks the kernel is
+//! compiled for).
 
 use super::GemmPlan;
 
@@ -26,15 +36,75 @@ pub const THREADS: u32 = 256;
 pub const KC_COLS: usize = 8;
 /// See [`KC_COLS`].
 pub const NC_COLS: usize = 64;
-/// Blocks wanted in flight before `K` is split (about 4 per SM of an H100/H200, 132 SMs).
+/// Blocks wanted in flight before `K` is split (K-contiguous kernel; about 4 per SM of an
+/// H100/H200, 132 SMs), and the width from which the N-contiguous kernel is never split.
 pub const TARGET_BLOCKS: usize = 528;
+/// Streaming multiprocessors of an H100 SXM / H200 (the N-contiguous split sizes one wave).
+pub const SMS: usize = 132;
 /// Most K slices of one product.
 pub const MAX_SPLITS: usize = 64;
 /// Size of the kernels' one by-value parameter (`struct GemvParams` in `gemv.cu`).
 pub const PARAMS_BYTES: usize = 104;
-/// Arrival counters the split-K kernels need (one per column block; split-K happens only below
-/// [`TARGET_BLOCKS`] column blocks).
-pub const COUNTERS: usize = TARGET_BLOCKS;
+/// Arrival counters the split-K kernels need (one per column block; the plan splits only below
+/// this many column blocks).
+pub const COUNTERS: usize = 4096;
+/// Rows per step the N-contiguous kernel is compiled for (`gemv_nc_u{U}_*`).
+pub const NC_UNROLLS: [usize; 3] = [4, 8, 16];
+/// Rows per step of split products when nothing else is asked for.
+pub const NC_UNROLL_DEFAULT: usize = 16;
+/// Rows per step of products too wide to split (at least [`TARGET_BLOCKS`] column blocks): long
+/// loops, where the kernel of run J (4 rows, 5 resident blocks per SM at M = 1) already reached
+/// 0.94 of copy bandwidth on `3584 × 37888`.
+pub const NC_UNROLL_WIDE: usize = 4;
+
+/// Fewest resident blocks per SM the N-contiguous kernel with `m` rows and unroll `u` is
+/// compiled for (`GEMV_NC_MIN_BLOCKS` in `gemv.cu`, which caps its registers at
+/// `65536 / (256 · blocks)`; checked without spills by `ptxas -v` for sm_90).
+pub fn nc_min_blocks(m: usize, u: usize) -> usize {
+    match (m, u) {
+        (1, 4) => 5,
+        (1, 8) => 4,
+        (1, _) => 3,
+        (2, 4 | 8) => 4,
+        (3 | 4, 4) => 3,
+        _ => 2,
+    }
+}
+
+/// The N-contiguous kernel's tuning: rows per step and the blocks of one wave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemvTuning {
+    /// Rows a thread loads per step (one of [`NC_UNROLLS`]).
+    pub nc_unroll: usize,
+    /// Blocks one wave holds, for sizing the K split; `None`: `SMS × nc_min_blocks(m, unroll)`.
+    pub nc_wave: Option<usize>,
+}
+
+impl Default for GemvTuning {
+    fn default() -> Self {
+        Self {
+            nc_unroll: NC_UNROLL_DEFAULT,
+            nc_wave: None,
+        }
+    }
+}
+
+impl GemvTuning {
+    /// `RESEARCH_GEMV_NC_UNROLL` (4, 8 or 16; anything else keeps the default) and
+    /// `RESEARCH_GEMV_NC_WAVE` (1 to [`COUNTERS`]), read once per process.
+    pub fn from_env() -> Self {
+        static TUNING: std::sync::OnceLock<GemvTuning> = std::sync::OnceLock::new();
+        *TUNING.get_or_init(|| {
+            let num = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<usize>().ok());
+            let mut t = GemvTuning::default();
+            if let Some(u) = num("RESEARCH_GEMV_NC_UNROLL").filter(|u| NC_UNROLLS.contains(u)) {
+                t.nc_unroll = u;
+            }
+            t.nc_wave = num("RESEARCH_GEMV_NC_WAVE").filter(|&w| (1..=COUNTERS).contains(&w));
+            t
+        })
+    }
+}
 
 /// How `W [K, N]` sits in memory for the GEMV kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +135,9 @@ pub struct GemvGeometry {
     /// Number of K slices (`grid.y`); above 1 the kernel needs f32 scratch
     /// ([`partial_bytes`](Self::partial_bytes)) and [`COUNTERS`] zeroed arrival counters.
     pub splits: usize,
+    /// Rows per step of the N-contiguous kernel (one of [`NC_UNROLLS`]; 4 for K-contiguous,
+    /// whose kernel has a fixed unroll).
+    pub unroll: usize,
     /// Grid of the kernel.
     pub grid: (u32, u32, u32),
 }
@@ -72,11 +145,10 @@ pub struct GemvGeometry {
 impl GemvGeometry {
     /// Entry point of the main kernel for dtype name `dt` (`bf16`/`f16`).
     pub fn entry(&self, dt: &str) -> String {
-        let l = match self.layout {
-            GemvLayout::KContiguous => "kc",
-            GemvLayout::NContiguous => "nc",
-        };
-        format!("gemv_{l}_{dt}_m{}", self.m)
+        match self.layout {
+            GemvLayout::KContiguous => format!("gemv_kc_{dt}_m{}", self.m),
+            GemvLayout::NContiguous => format!("gemv_nc_u{}_{dt}_m{}", self.unroll, self.m),
+        }
     }
 
     /// Bytes of the f32 partial sums (0 with one split).
@@ -107,31 +179,70 @@ pub fn split_k(k: usize, col_blocks: usize, min_slice: usize, granule: usize) ->
     (k_split, k.div_ceil(k_split))
 }
 
-/// The GEMV launch for a planned linear product, or `None` when the GEMV kernels do not take it
-/// (then cuBLASLt runs): more than [`MAX_M`] rows, a batched plan, a column-major `X`, or a
-/// layout the 16-byte loads cannot read (K-contiguous: `K`, `ldw`, `ldx` multiples of 8;
-/// N-contiguous: `ldw` a multiple of 8). The dtype is checked by the caller (bf16/f16 only).
+/// `(k_split, splits)` for the N-contiguous kernel: as many K slices as fit beside each other in
+/// one wave of `wave` blocks (`⌊wave / col_blocks⌋`, at least 1, at most [`MAX_SPLITS`]), none
+/// shorter than 32 rows (one per row group), each a multiple of 32. Widths of [`TARGET_BLOCKS`]
+/// column blocks or more are never split.
+pub fn split_k_nc(k: usize, col_blocks: usize, wave: usize) -> (usize, usize) {
+    let s = if col_blocks >= TARGET_BLOCKS {
+        1
+    } else {
+        (wave / col_blocks.max(1)).clamp(1, MAX_SPLITS).min(k.div_ceil(32))
+    };
+    let k_split = k.div_ceil(s).next_multiple_of(32);
+    (k_split, k.div_ceil(k_split))
+}
+
+/// The GEMV launch for a planned linear product with the tuning of the environment
+/// ([`GemvTuning::from_env`]); see [`plan_gemv_with`].
 pub fn plan_gemv(plan: &GemmPlan) -> Option<GemvGeometry> {
+    plan_gemv_with(plan, &GemvTuning::from_env())
+}
+
+/// Whether the GEMV kernels can read a product of this layout at all: at most [`MAX_M`] rows, one
+/// product (not batched), a row-major `X`, and 16-byte loads possible (K-contiguous `W`: `K`,
+/// `ldw` and, with more than one row, `ldx` multiples of 8; N-contiguous `W`: `ldw` a multiple of
+/// 8). The dtype (bf16/f16), the route's row limit and `RESEARCH_GEMV=off` are checked by the
+/// caller, pointer alignment on the device thread.
+pub fn gemv_layout_ok(plan: &GemmPlan) -> bool {
     let (m, n, k) = (plan.m, plan.n, plan.k);
     if m == 0 || m > MAX_M || n == 0 || k == 0 || plan.batch != 1 || plan.trans_b {
-        return None;
+        return false;
     }
     let (ldx, ldw) = (plan.ldb, plan.lda);
-    let (layout, col_blocks, min_slice, granule) = if plan.trans_a {
-        if k % 8 != 0 || ldw % 8 != 0 || (m > 1 && ldx % 8 != 0) {
-            return None;
-        }
-        (GemvLayout::KContiguous, n.div_ceil(KC_COLS), 256, 256)
+    if plan.trans_a {
+        k % 8 == 0 && ldw % 8 == 0 && (m == 1 || ldx % 8 == 0)
     } else {
-        if ldw % 8 != 0 {
-            return None;
-        }
-        (GemvLayout::NContiguous, n.div_ceil(NC_COLS), 64, 32)
+        ldw % 8 == 0
+    }
+}
+
+/// The GEMV launch for a planned linear product, or `None` when the GEMV kernels do not take it
+/// (then cuBLASLt runs): see [`gemv_layout_ok`].
+pub fn plan_gemv_with(plan: &GemmPlan, tuning: &GemvTuning) -> Option<GemvGeometry> {
+    if !gemv_layout_ok(plan) {
+        return None;
+    }
+    let (m, n, k) = (plan.m, plan.n, plan.k);
+    let (ldx, ldw) = (plan.ldb, plan.lda);
+    let (layout, col_blocks, (k_split, splits), unroll) = if plan.trans_a {
+        let cols = n.div_ceil(KC_COLS);
+        (GemvLayout::KContiguous, cols, split_k(k, cols, 256, 256), 4)
+    } else {
+        let cols = n.div_ceil(NC_COLS);
+        let u = if cols >= TARGET_BLOCKS {
+            NC_UNROLL_WIDE
+        } else if NC_UNROLLS.contains(&tuning.nc_unroll) {
+            tuning.nc_unroll
+        } else {
+            NC_UNROLL_DEFAULT
+        };
+        let wave = tuning.nc_wave.unwrap_or(SMS * nc_min_blocks(m, u)).clamp(1, COUNTERS);
+        (GemvLayout::NContiguous, cols, split_k_nc(k, cols, wave), u)
     };
-    let (k_split, splits) = split_k(k, col_blocks, min_slice, granule);
     let gx = u32::try_from(col_blocks).ok().filter(|&g| g <= i32::MAX as u32)?;
     if splits > 1 && col_blocks > COUNTERS {
-        return None; // cannot happen: split_k splits only below TARGET_BLOCKS column blocks
+        return None; // cannot happen: both splits stop below TARGET_BLOCKS column blocks
     }
     Some(GemvGeometry {
         layout,
@@ -142,6 +253,7 @@ pub fn plan_gemv(plan: &GemmPlan) -> Option<GemvGeometry> {
         ldw,
         k_split,
         splits,
+        unroll,
         grid: (gx, splits as u32, 1),
     })
 }
@@ -291,44 +403,93 @@ mod tests {
         assert_eq!((g.m, g.n, g.k, g.ldw), (1, 151_936, 896, 896));
     }
 
-    /// Hand-worked split-K choices for the 7B decode shapes.
+    /// Hand-worked split-K choices for the 7B decode shapes (default tuning: 16 rows per step,
+    /// 3 resident blocks per SM at M = 1 and 2 at M = 8, so waves of 396 and 264 blocks).
     #[test]
     fn split_k_for_7b_shapes() {
-        // N-contiguous 3584 columns: 56 column blocks, 528 / 56 → 10 slices: 359 rows rounded up
-        // to 384 (a multiple of the 32 row groups), the last 128.
-        let g = plan_gemv(&plan(&[1, 3584], &[3584, 1], &[3584, 3584], &[3584, 1])).unwrap();
-        assert_eq!((g.grid, g.k_split, g.splits), ((56, 10, 1), 384, 10));
-        assert_eq!(g.partial_bytes(), 10 * 3584 * 4);
-        // 4608 columns: 72 blocks → 8 slices of 448.
-        let g = plan_gemv(&plan(&[8, 3584], &[3584, 1], &[3584, 4608], &[4608, 1])).unwrap();
-        assert_eq!((g.grid, g.k_split, g.splits), ((72, 8, 1), 448, 8));
-        assert_eq!(g.partial_bytes(), 8 * 8 * 4608 * 4);
-        // Down projection: K = 18944 over 10 slices of 1920 (the last 1664).
-        let g = plan_gemv(&plan(&[1, 18944], &[18944, 1], &[18944, 3584], &[3584, 1])).unwrap();
-        assert_eq!((g.k_split, g.splits), (1920, 10));
-        // Wide weights fill the GPU without splitting.
-        let g = plan_gemv(&plan(&[1, 3584], &[3584, 1], &[3584, 37888], &[37888, 1])).unwrap();
-        assert_eq!((g.grid, g.splits, g.partial_bytes()), ((592, 1, 1), 1, 0));
+        let tuning = GemvTuning::default();
+        let p = |x: &[usize], xs: &[usize], w: &[usize], ws: &[usize]| plan_gemv_with(&plan(x, xs, w, ws), &tuning);
+        // N-contiguous 3584 columns: 56 column blocks, ⌊396 / 56⌋ = 7 slices of 512 rows: 16 rows
+        // per thread, all loaded in one step; 392 blocks, one wave.
+        let g = p(&[1, 3584], &[3584, 1], &[3584, 3584], &[3584, 1]).unwrap();
+        assert_eq!((g.grid, g.k_split, g.splits, g.unroll), ((56, 7, 1), 512, 7, 16));
+        assert_eq!(g.entry("bf16"), "gemv_nc_u16_bf16_m1");
+        assert_eq!(g.partial_bytes(), 7 * 3584 * 4);
+        // 4608 columns at M = 1: 72 blocks → 5 slices: 3584 / 5 = 716.8 → 736 rows (23 per
+        // thread, 2 steps), the last 640.
+        let g = p(&[1, 3584], &[3584, 1], &[3584, 4608], &[4608, 1]).unwrap();
+        assert_eq!((g.grid, g.k_split, g.splits), ((72, 5, 1), 736, 5));
+        // ... at M = 8: ⌊264 / 72⌋ = 3 slices of 1195 → 1216 rows, the last 1152.
+        let g = p(&[8, 3584], &[3584, 1], &[3584, 4608], &[4608, 1]).unwrap();
+        assert_eq!((g.grid, g.k_split, g.splits), ((72, 3, 1), 1216, 3));
+        assert_eq!(g.partial_bytes(), 3 * 8 * 4608 * 4);
+        // Down projection: K = 18944 over 7 slices of 2706.3 → 2720 rows (the last 2624).
+        let g = p(&[1, 18944], &[18944, 1], &[18944, 3584], &[3584, 1]).unwrap();
+        assert_eq!((g.k_split, g.splits), (2720, 7));
+        // Wide weights (≥ 528 column blocks) are never split and keep 4 rows per step.
+        let g = p(&[1, 3584], &[3584, 1], &[3584, 37888], &[37888, 1]).unwrap();
+        assert_eq!((g.grid, g.splits, g.partial_bytes(), g.unroll), ((592, 1, 1), 1, 0, 4));
+        assert_eq!(g.entry("f16"), "gemv_nc_u4_f16_m1");
+        // The knobs: 8 rows per step → 4 resident blocks at M = 1, a wave of 528: ⌊528 / 56⌋ = 9
+        // slices of 398.2 → 416 rows (13 per thread), the last 256; an explicit wave of 1120 →
+        // 20 slices of 179.2 → 192 rows (6 per thread), 19 of them.
+        let t8 = GemvTuning {
+            nc_unroll: 8,
+            nc_wave: None,
+        };
+        let g = plan_gemv_with(&plan(&[1, 3584], &[3584, 1], &[3584, 3584], &[3584, 1]), &t8).unwrap();
+        assert_eq!((g.k_split, g.splits, g.unroll), (416, 9, 8));
+        let tw = GemvTuning {
+            nc_unroll: 8,
+            nc_wave: Some(1120),
+        };
+        let g = plan_gemv_with(&plan(&[1, 3584], &[3584, 1], &[3584, 3584], &[3584, 1]), &tw).unwrap();
+        assert_eq!((g.k_split, g.splits), (192, 19));
         // K-contiguous 3584 columns: 448 blocks of 8 columns → 2 slices of 1792.
-        let g = plan_gemv(&plan(&[1, 3584], &[3584, 1], &[3584, 3584], &[1, 3584])).unwrap();
-        assert_eq!((g.grid, g.k_split, g.splits), ((448, 2, 1), 1792, 2));
+        let g = p(&[1, 3584], &[3584, 1], &[3584, 3584], &[1, 3584]).unwrap();
+        assert_eq!((g.grid, g.k_split, g.splits, g.unroll), ((448, 2, 1), 1792, 2, 4));
     }
 
-    /// Every slice is a multiple of the granule, the slices cover K exactly once, and none is empty.
+    /// Every slice is a multiple of the granule, the slices cover K exactly once, and none is empty;
+    /// the N-contiguous split never makes more blocks than one wave (unless the columns alone do).
     #[test]
     fn split_k_covers_k() {
         for k in [8usize, 16, 64, 72, 264, 520, 1000, 3584, 18944, 40_000] {
             for blocks in [1usize, 3, 56, 448, 10_000] {
-                for (min, granule) in [(64usize, 32usize), (256, 256)] {
-                    let (ks, s) = split_k(k, blocks, min, granule);
-                    assert_eq!(ks % granule, 0, "k={k} blocks={blocks}");
+                let (ks, s) = split_k(k, blocks, 256, 256);
+                assert_eq!(ks % 256, 0, "k={k} blocks={blocks}");
+                assert!((1..=MAX_SPLITS).contains(&s));
+                assert!((s - 1) * ks < k && k <= s * ks, "k={k}: {s} x {ks}");
+                if blocks >= TARGET_BLOCKS {
+                    assert_eq!(s, 1);
+                }
+                for wave in [1usize, 264, 396, 660, 4096] {
+                    let (ks, s) = split_k_nc(k, blocks, wave);
+                    assert_eq!(ks % 32, 0, "k={k} blocks={blocks} wave={wave}");
                     assert!((1..=MAX_SPLITS).contains(&s));
                     assert!((s - 1) * ks < k && k <= s * ks, "k={k}: {s} x {ks}");
+                    assert!(s == 1 || blocks * s <= wave, "k={k} blocks={blocks} wave={wave}: {s}");
                     if blocks >= TARGET_BLOCKS {
                         assert_eq!(s, 1);
                     }
                 }
             }
+        }
+    }
+
+    /// The unroll and wave knobs fall back to the defaults when out of range.
+    #[test]
+    fn tuning_out_of_range_falls_back() {
+        let p = plan(&[1, 3584], &[3584, 1], &[3584, 3584], &[3584, 1]);
+        let odd = GemvTuning {
+            nc_unroll: 5,
+            nc_wave: Some(0),
+        };
+        let g = plan_gemv_with(&p, &odd).unwrap();
+        // Unroll 16 (default), wave clamped to 1 block: no split.
+        assert_eq!((g.unroll, g.splits), (16, 1));
+        for (m, u) in [(1, 4), (1, 8), (1, 16), (2, 16), (4, 4), (8, 16)] {
+            assert!((2..=5).contains(&nc_min_blocks(m, u)));
         }
     }
 
@@ -362,8 +523,12 @@ mod tests {
         assert!(g.pointers_aligned(0x1000, 0x2010));
         assert!(!g.pointers_aligned(0x1008, 0x2000));
         assert!(!g.pointers_aligned(0x1000, 0x2002));
-        let g = plan_gemv(&plan(&[3, 520], &[520, 1], &[520, 64], &[64, 1])).unwrap();
-        assert_eq!(g.entry("f16"), "gemv_nc_f16_m3");
+        let g = plan_gemv_with(
+            &plan(&[3, 520], &[520, 1], &[520, 64], &[64, 1]),
+            &GemvTuning::default(),
+        )
+        .unwrap();
+        assert_eq!(g.entry("f16"), "gemv_nc_u16_f16_m3");
         assert!(g.pointers_aligned(0x1002, 0x2000), "N-contiguous reads X by element");
     }
 
@@ -432,28 +597,43 @@ mod tests {
             n: usize,
             ldx: usize,
             w_strides: [usize; 2],
+            tuning: GemvTuning,
         }
+        let t = |nc_unroll: usize, nc_wave: Option<usize>| GemvTuning { nc_unroll, nc_wave };
         let kc = |k: usize, n: usize, ldx: usize, ldw: usize| Case {
             k,
             n,
             ldx,
             w_strides: [1, ldw],
+            tuning: GemvTuning::default(),
         };
-        let nc = |k: usize, n: usize, ldx: usize, ldw: usize| Case {
+        let nc = |k: usize, n: usize, ldx: usize, ldw: usize, tuning: GemvTuning| Case {
             k,
             n,
             ldx,
             w_strides: [ldw, 1],
+            tuning,
         };
         let cases = [
             kc(8, 5, 8, 8),           // one chunk, N below a block
             kc(520, 67, 520, 520),    // odd N, 2 splits (512 and 8)
             kc(264, 9, 272, 272),     // padded x rows and W columns, 1 split, remainder chunks
             kc(2048, 13, 2048, 2056), // 8 splits of 256
-            nc(64, 5, 64, 8),         // N below one 8-column vector: scalar tail only
-            nc(200, 67, 200, 72),     // odd N, 3 splits (96, 96, 8 rows)
-            nc(136, 130, 141, 136),   // odd x row stride (x read by element), partial last block
-            nc(1000, 70, 1000, 72),   // 11 splits (the last 40 rows), vector + tail columns
+            // N below one 8-column vector: scalar tail only; 2 splits of one row per thread.
+            nc(64, 5, 64, 8, t(16, None)),
+            nc(200, 67, 200, 72, t(8, None)), // odd N, 7 splits (6 x 32 rows, the last 8)
+            // odd x row stride (x read by element), partial last block; 5 splits (the last 8 rows)
+            nc(136, 130, 141, 136, t(4, None)),
+            nc(1000, 70, 1000, 72, t(16, None)), // 32 splits, vector + tail columns
+            // One slice of 1000 rows: 32 rows per thread (31 for the last 8 row groups) in 2 steps
+            // of 16, 4 of 8, 8 of 4.
+            nc(1000, 70, 1000, 72, t(16, Some(1))),
+            nc(1000, 70, 1000, 72, t(8, Some(1))),
+            nc(1000, 70, 1000, 72, t(4, Some(2))),
+            // 2 slices of 512 and 488 rows: one step of 16 with the last rows predicated off.
+            nc(1000, 70, 1000, 72, t(16, Some(4))),
+            // 600 rows, one slice: 19 rows per thread, a partial third step of 8.
+            nc(600, 24, 600, 24, t(8, Some(1))),
         ];
         let mut input = String::new();
         let mut labels = Vec::new();
@@ -465,19 +645,20 @@ mod tests {
                         continue; // the bigger cases at M = 1, 4, 7 only (emulation is slow)
                     }
                     let plan = GemmPlan::new(&[m, c.k], &[c.ldx, 1], &[c.k, c.n], &c.w_strides).unwrap();
-                    let g = plan_gemv(&plan).unwrap_or_else(|| panic!("GEMV declined k={} n={}", c.k, c.n));
+                    let g =
+                        plan_gemv_with(&plan, &c.tuning).unwrap_or_else(|| panic!("GEMV declined k={} n={}", c.k, c.n));
                     let layout = match g.layout {
                         GemvLayout::KContiguous => 0,
                         GemvLayout::NContiguous => 1,
                     };
                     let bias = (m + c.n) % 2;
                     input += &format!(
-                        "{layout} {code} {} {} {} {} {} {} {} {} {} {bias} {seed}\n",
-                        g.m, g.n, g.k, g.ldx, g.ldw, g.k_split, g.splits, g.grid.0, g.grid.1
+                        "{layout} {code} {} {} {} {} {} {} {} {} {} {bias} {seed} {}\n",
+                        g.m, g.n, g.k, g.ldx, g.ldw, g.k_split, g.splits, g.grid.0, g.grid.1, g.unroll
                     );
                     labels.push(format!(
-                        "{dt} {:?} m={m} k={} n={} ldw={} splits={} bias={bias}",
-                        g.layout, g.k, g.n, g.ldw, g.splits
+                        "{dt} {:?} m={m} k={} n={} ldw={} splits={} unroll={} bias={bias}",
+                        g.layout, g.k, g.n, g.ldw, g.splits, g.unroll
                     ));
                     seed += 1;
                 }
@@ -534,7 +715,7 @@ mod tests {
                 std::fs::write(std::path::Path::new(&dir).join(format!("gemv_{dt}.ptx")), &ptx).unwrap();
             }
             for &m in &ms {
-                for l in ["kc", "nc"] {
+                for l in ["kc", "nc_u4", "nc_u8", "nc_u16"] {
                     let entry = format!("gemv_{l}_{dt}_m{m}");
                     assert!(ptx.contains(&format!(".entry {entry}(")), "PTX lacks {entry}");
                     let param = format!(".param .align 8 .b8 {entry}_param_0[{PARAMS_BYTES}]");

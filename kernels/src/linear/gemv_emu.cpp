@@ -6,7 +6,7 @@
 //
 // stdin, one case per line (the geometry comes from the Rust planner, `plan_gemv`):
 //   layout(0 = K-contiguous, 1 = N-contiguous) dt(1 = bf16, 2 = f16) M N K ldx ldw k_split splits
-//   grid_x grid_y bias(0/1) seed
+//   grid_x grid_y bias(0/1) seed unroll(4, 8, 16: the N-contiguous kernel's rows per step)
 // stdout, one line per case: `ok <worst err/bound>` or `FAIL <worst err/bound> <first bad m,n>`.
 // Bound per entry: 1e-4 * sum_k |x w| + (output rounding) * |y| + 1e-30, against float64.
 
@@ -154,12 +154,15 @@ GEMV_INSTANCES(f16, 2, 8)
 
 typedef void (*Kernel)(const GemvParams);
 
+// [dt][entry][M - 1], entry 0 = gemv_kc, 1/2/3 = gemv_nc_u4/u8/u16.
 #define ROW(dt) \
     {gemv_kc_##dt##_m1, gemv_kc_##dt##_m2, gemv_kc_##dt##_m3, gemv_kc_##dt##_m4, gemv_kc_##dt##_m5, \
      gemv_kc_##dt##_m6, gemv_kc_##dt##_m7, gemv_kc_##dt##_m8}, \
-    {gemv_nc_##dt##_m1, gemv_nc_##dt##_m2, gemv_nc_##dt##_m3, gemv_nc_##dt##_m4, gemv_nc_##dt##_m5, \
-     gemv_nc_##dt##_m6, gemv_nc_##dt##_m7, gemv_nc_##dt##_m8}
-static const Kernel KERNELS[2][2][8] = {{ROW(bf16)}, {ROW(f16)}};
+    NC_ROW(dt, 4), NC_ROW(dt, 8), NC_ROW(dt, 16)
+#define NC_ROW(dt, U) \
+    {gemv_nc_u##U##_##dt##_m1, gemv_nc_u##U##_##dt##_m2, gemv_nc_u##U##_##dt##_m3, gemv_nc_u##U##_##dt##_m4, \
+     gemv_nc_u##U##_##dt##_m5, gemv_nc_u##U##_##dt##_m6, gemv_nc_u##U##_##dt##_m7, gemv_nc_u##U##_##dt##_m8}
+static const Kernel KERNELS[2][4][8] = {{ROW(bf16)}, {ROW(f16)}};
 
 // Runs every block of `grid` (one after another), each as GEMV_THREADS coroutines.
 static void (*g_kernel)(const GemvParams);
@@ -221,12 +224,17 @@ static void launch(Kernel k, unsigned gx, unsigned gy, const GemvParams& p) {
 }
 
 int main() {
-    int layout, dt, m, bias;
+    int layout, dt, m, bias, unroll;
     long long n, k, ldx, ldw, k_split, splits, gx, gy, seed;
     // Arrival counters, zero between launches (as the Rust side allocates and clears them).
     std::vector<unsigned> counters(4096, 0u);
-    while (std::scanf("%d %d %d %lld %lld %lld %lld %lld %lld %lld %lld %d %lld", &layout, &dt, &m, &n, &k, &ldx,
-                      &ldw, &k_split, &splits, &gx, &gy, &bias, &seed) == 13) {
+    while (std::scanf("%d %d %d %lld %lld %lld %lld %lld %lld %lld %lld %d %lld %d", &layout, &dt, &m, &n, &k, &ldx,
+                      &ldw, &k_split, &splits, &gx, &gy, &bias, &seed, &unroll) == 14) {
+        const int entry = layout == 0 ? 0 : unroll == 4 ? 1 : unroll == 8 ? 2 : unroll == 16 ? 3 : -1;
+        if (entry < 0 || dt < 1 || dt > 2 || m < 1 || m > 8) {
+            std::fprintf(stderr, "bad case: layout %d dt %d m %d unroll %d\n", layout, dt, m, unroll);
+            return 2;
+        }
         u64 state = (u64)seed * 0x9E3779B97F4A7C15ull + 1;
         auto rnd = [&]() {
             state = state * 6364136223846793005ull + 1442695040888963407ull;
@@ -264,7 +272,7 @@ int main() {
         p.ldw = ldw;
         p.k_split = k_split;
         p.splits = splits;
-        launch(KERNELS[dt - 1][layout][m - 1], (unsigned)gx, (unsigned)gy, p);
+        launch(KERNELS[dt - 1][entry][m - 1], (unsigned)gx, (unsigned)gy, p);
         bool counters_reset = true;
         for (unsigned c : counters) counters_reset &= c == 0u;
 

@@ -6,12 +6,15 @@
 //!                           # then the decode GEMV route: M = 1..8, bf16 and f16, both weight layouts
 //! gpu-gemm bench [--iters 50] [--reference] [--max-m M]   # issue 7's shapes: TFLOP/s and GB/s, one JSON line each
 //! ```
-//! `check` also requires every GEMV case to have run the GEMV kernels (unless `RESEARCH_GEMV=off`)
+//! `check` also requires every GEMV case to have taken the route its tensors' real strides call
+//! for (the GEMV kernels when `W`'s rows or columns are 16-byte aligned, unless `RESEARCH_GEMV=off`)
 //! and prints the GEMV launch counts. `bench` lines carry `"route"` (`gemv` when the timed calls
 //! ran the GEMV kernels, else `cublaslt`); with `RESEARCH_GEMV=off` their `impl` is
 //! `research-cublaslt-nogemv` (and with `RESEARCH_GEMM_SYNC=1`, every call blocking, it ends in
 //! `-sync`), so a second invocation (`RESEARCH_GEMV=off gpu-gemm bench --max-m 8`) gives the
-//! cuBLASLt decode rows beside the GEMV ones.
+//! cuBLASLt decode rows beside the GEMV ones. `RESEARCH_GEMV_NC_UNROLL` / `RESEARCH_GEMV_NC_WAVE`
+//! (the GEMV kernel's tuning knobs, `research_kernels::linear::gemv`) add `-u<U>` / `-w<W>` to
+//! `impl`.
 //! `check` draws fresh uniform inputs, computes sampled output entries in float64 on the host from
 //! the very inputs the GPU saw, and bounds the error by `tol · Σ_k |a_ik b_kj|` (plus the final
 //! rounding to bf16 for bf16 outputs, and one more of the product when a bias is added); f32
@@ -36,7 +39,9 @@ mod imp {
     use research::burn::backend::Autodiff;
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
-    use research::kernels::linear::{gemv_counts, gemv_disabled, linear, linear_reference};
+    use research::kernels::linear::{
+        device_strides, gemv_counts, gemv_disabled, gemv_route_max_m, gemv_route_takes, linear, linear_reference,
+    };
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
     type Ad = Autodiff<Cuda>;
@@ -249,14 +254,34 @@ mod imp {
         ok
     }
 
+    /// Whether the GEMV kernels must take `x [m, k] @ w [k, n]`, from the tensors' real strides
+    /// (burn-cuda pads the rows of new tensors: cubecl's pitched layout gives a 16-bit
+    /// `[1000, 1151]` tensor a row stride of 1280, so the logical shape does not tell): the kernels'
+    /// documented needs, written out here independently of the planner: 16-byte rows of `W`
+    /// (N-contiguous: row stride a multiple of 8 elements) or 16-byte columns of `W` and rows of
+    /// `X` (K-contiguous: `K`, the column stride, and with more than one row the row stride of
+    /// `X`, multiples of 8). `None` when the strides cannot be read (then the check fails).
+    fn gemv_expected(m: usize, k: usize, w_strides: &[usize], x_strides: &[usize]) -> Option<bool> {
+        let (&[rs, cs], &[xr, _]) = (w_strides, x_strides) else {
+            return None;
+        };
+        Some(if cs == 1 {
+            rs % 8 == 0
+        } else if rs == 1 {
+            k % 8 == 0 && cs % 8 == 0 && (m == 1 || xr % 8 == 0)
+        } else {
+            false
+        })
+    }
+
     /// The decode GEMV route: forward products with M = 1..8 rows over K-contiguous weights (a
     /// transposed `[N, K]` tensor, like the tied head) and N-contiguous weights (row-major `[K, N]`,
     /// like every loaded linear weight), bf16 and f16, with and without bias, 2-D and `[M, 1, K]`
     /// inputs, N odd or not a multiple of the kernels' column blocks; each checked against float64
-    /// and required to have taken the expected route: the GEMV kernels (unless `RESEARCH_GEMV=off`),
-    /// except N-contiguous weights with N not a multiple of 8, whose rows are not 16-byte aligned
-    /// (cuBLASLt; a burn view cannot give them a padded row stride: a 16-bit slice with an odd
-    /// width is always copied).
+    /// and required to have taken the route the tensors' real layout calls for ([`gemv_expected`],
+    /// unless `RESEARCH_GEMV=off`), which must also be what the planner says
+    /// (`gemv_route_takes`): a product that runs GEMV where it should not, or declines where it
+    /// should run, fails. Each line prints `W`'s strides.
     fn check_gemv() -> bool {
         let dev = Default::default();
         let mut rng = Lcg(11);
@@ -269,7 +294,7 @@ mod imp {
             (18944, 3584, "nc"),
             (1000, 1151, "kc"),
             (1000, 1160, "nc"), // 18 blocks of 64 columns and one of 8
-            (1000, 1151, "nc"), // odd N: cuBLASLt
+            (1000, 1151, "nc"), // odd N: GEMV only if burn padded the rows (it does: stride 1280)
             (520, 67, "kc"),
             (520, 72, "nc"),
             (64, 5, "kc"),
@@ -285,7 +310,7 @@ mod imp {
                     "kc" => rand([n, k], dtype, &dev).transpose(),
                     _ => rand([k, n], dtype, &dev),
                 };
-                let expect_gemv = !gemv_disabled() && (layout == "kc" || n % 8 == 0);
+                let w_strides = device_strides(&w).unwrap_or_default();
                 let wh = host(w.clone());
                 for m in 1..=8usize {
                     let with_bias = (m + idx) % 2 == 0;
@@ -293,6 +318,12 @@ mod imp {
                     let bh = b.clone().map(host);
                     let x2 = rand([m, k], dtype, &dev);
                     let xh = host(x2.clone());
+                    let x_strides = device_strides(&x2).unwrap_or_default();
+                    let expected = gemv_expected(m, k, &w_strides, &x_strides);
+                    let planned = gemv_route_takes(dtype, &[m, k], &x_strides, &[k, n], &w_strides);
+                    // The planner must agree with the kernels' documented needs; the route run must
+                    // be that one (none with RESEARCH_GEMV=off or above RESEARCH_GEMV_MAX_M rows).
+                    let expect_gemv = expected.map(|e| e && !gemv_disabled() && m <= gemv_route_max_m());
                     let before = gemv_counts().0;
                     let y = if m % 3 == 0 {
                         host(linear(x2.reshape([m, 1, k]), w.clone(), b.clone()).reshape([m, n]))
@@ -311,14 +342,21 @@ mod imp {
                         dtype,
                         &mut rng,
                     );
-                    let route_ok = ran_gemv == expect_gemv;
+                    let route_ok = expect_gemv == Some(ran_gemv) && planned == ran_gemv;
                     let pass = worst <= 1.0 && worst.is_finite() && route_ok;
                     ok &= pass;
                     println!(
-                        "{} gemv {:?} m={m} k={k} n={n} w={layout} bias={with_bias}: err/bound fwd {worst:.3} (route {})",
+                        "{} gemv {:?} m={m} k={k} n={n} w={layout} strides={w_strides:?} bias={with_bias}: err/bound fwd \
+                         {worst:.3} (route {}, expected {}, planned {})",
                         if pass { "ok  " } else { "FAIL" },
                         dtype,
-                        if ran_gemv { "gemv" } else { "cublaslt" }
+                        if ran_gemv { "gemv" } else { "cublaslt" },
+                        match expect_gemv {
+                            Some(true) => "gemv",
+                            Some(false) => "cublaslt",
+                            None => "unknown (no strides)",
+                        },
+                        if planned { "gemv" } else { "cublaslt" }
                     );
                 }
             }
@@ -351,8 +389,12 @@ mod imp {
         }
         let mut cached: Option<((usize, usize), Tensor<Cuda, 2>)> = None;
         // The default run keeps the name `gemm_table.py` reads; comparison runs get their own.
+        // GEMV tuning knobs, when set, name the variant (`-u8-w1056`) so variants run in one call
+        // stay apart.
+        let knob = |name: &str, tag: &str| std::env::var(name).map(|v| format!("-{tag}{v}")).unwrap_or_default();
         let impl_name = format!(
-            "research-cublaslt{}{}",
+            "research-cublaslt{}{}{}",
+            knob("RESEARCH_GEMV_NC_UNROLL", "u") + &knob("RESEARCH_GEMV_NC_WAVE", "w"),
             if gemv_disabled() { "-nogemv" } else { "" },
             if std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1") {
                 "-sync"
