@@ -1,47 +1,8 @@
 //! `research eval` and `research ask` end to end on the CPU: a tiny random Qwen2 with the real
 //! Qwen2.5 tokenizer, the shipped Bamboogle set, and a ReSearch-API retriever stub on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-
 mod common;
-use common::{research, tiny_model};
-
-/// Serves POST /batch_search on loopback: two passages per query. Returns the base URL.
-fn stub_retriever() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(1000) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let docs: Vec<serde_json::Value> = req["query"]
-                .as_array()
-                .map(|qs| {
-                    qs.iter()
-                        .map(|q| serde_json::json!([{"id": "7", "contents": format!("\"Doc\"\nabout {q}")}, {"id": "8", "contents": "\"Other\"\ntext"}]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let out = serde_json::Value::Array(docs).to_string();
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}", out.len());
-        }
-    });
-    url
-}
+use common::{research, stub_retriever, tiny_model};
 
 #[test]
 fn eval_runs_to_a_summary_and_resumes() {

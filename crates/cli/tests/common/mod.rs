@@ -1,8 +1,10 @@
-//! Helpers shared by the CLI tests: the repository root, running the `research` binary, and a
-//! tiny random Qwen2 checkpoint with the real Qwen2.5 tokenizer.
+//! Helpers shared by the CLI tests: the repository root, running the `research` binary, a tiny
+//! random Qwen2 checkpoint with the real Qwen2.5 tokenizer, and a ReSearch-API retriever stub.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,4 +118,40 @@ pub fn tiny_model(dir: &Path) {
         dir.join("tokenizer.json.zst"),
     )
     .unwrap();
+}
+
+/// Serves POST /batch_search on loopback: two passages per query. Returns the base URL.
+pub fn stub_retriever() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1000) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let docs: Vec<serde_json::Value> = req["query"]
+                .as_array()
+                .map(|qs| {
+                    qs.iter()
+                        .map(|q| serde_json::json!([{"id": "7", "contents": format!("\"Doc\"\nabout {q}")}, {"id": "8", "contents": "\"Other\"\ntext"}]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let out = serde_json::Value::Array(docs).to_string();
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}", out.len());
+        }
+    });
+    url
 }
