@@ -1,6 +1,7 @@
 //! Loss, gradient and AdamW-step parity with PyTorch (fixtures written by
 //! `tests/fixtures/gen_grpo_parity.py` with transformers' Qwen2 in float64 and the formulas of
-//! REFERENCE §5): loss parts within 1e-5, gradients within 2e-5 (relative above 1; see below), parameters after
+//! REFERENCE §5): loss parts within 1e-5, gradients within 1e-5 (relative above 1; 2e-5 for the
+//! ill-conditioned tied_mqa case, see below), parameters after
 //! one clipped AdamW step within 1e-6.
 
 use std::path::{Path, PathBuf};
@@ -113,9 +114,10 @@ fn check(case: &str) {
             // f32 against a float64 reference, relative for entries above 1 (the tied embedding's
             // gradient reaches ~2). The tied_mqa fixture (large weights, one KV head) is poorly
             // conditioned in f32: PyTorch's own f32 gradients differ from float64 by up to 8.4e-6
-            // there, so the bound is 2e-5 (untied_gqa stays under 5e-6).
+            // there, so its bound is 2e-5; untied_gqa is held to the 1e-5 (it stays under 5e-6).
+            let bound = if case == "tied_mqa" { 2e-5 } else { 1e-5 };
             assert!(
-                (got - want).abs() < 2e-5 * want.abs().max(1.0),
+                (got - want).abs() < bound * want.abs().max(1.0),
                 "{case} grad {hf}[{i}]: {got} vs PyTorch {want}"
             );
         }
