@@ -103,6 +103,32 @@ mod driver {
         }
     }
 
+    /// A float tensor's backend primitive (cloned).
+    pub(crate) fn float_prim<B: burn::tensor::backend::Backend, const D: usize>(
+        t: &burn::tensor::Tensor<B, D>,
+    ) -> B::FloatTensorPrimitive {
+        t.clone().into_primitive().tensor()
+    }
+
+    /// The kernels' dtype suffix (`f32`, `bf16`, `f16`), `None` for other dtypes.
+    pub(crate) fn dtype_name(dtype: burn::tensor::DType) -> Option<&'static str> {
+        match dtype {
+            burn::tensor::DType::F32 => Some("f32"),
+            burn::tensor::DType::BF16 => Some("bf16"),
+            burn::tensor::DType::F16 => Some("f16"),
+            _ => None,
+        }
+    }
+
+    /// Warns once per distinct `reason` (remembered in `seen`) that `what` fell back to `to`.
+    pub(crate) fn warn_once(seen: &Mutex<Vec<String>>, what: &str, to: &str, reason: &str) {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|s| s == reason) {
+            tracing::warn!("{what} fell back to {to}: {reason}");
+            seen.push(reason.to_string());
+        }
+    }
+
     /// `Ok` for `CUDA_SUCCESS`, else `what` and the code.
     pub(crate) fn check(what: &str, r: cu::CUresult) -> Result<(), String> {
         if r == cu::CUresult::CUDA_SUCCESS {

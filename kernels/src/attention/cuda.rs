@@ -23,7 +23,7 @@
 //! tensor-core forward; `RESEARCH_ATTENTION_BWD=simple` forces the scalar backward (for
 //! comparisons). Launches are counted per kernel kind ([`kernel_counts`]).
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,7 @@ use burn_cubecl::CubeBackend;
 use cudarc::driver::sys as cu;
 
 use super::AttentionBias;
+use crate::cuda_rt::{cast, dtype_name, float_prim};
 use crate::linear::cuda::{parse_sys, pool_entries};
 
 type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -143,35 +144,10 @@ enum Fail {
     Error(String),
 }
 
-fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
-    let mut slot = Some(a);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        Some(t) => Ok(t.take().expect("slot is full")),
-        None => Err(slot.expect("slot is full")),
-    }
-}
-
-fn float_prim<B: Backend, const D: usize>(t: &Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.clone().into_primitive().tensor()
-}
-
 fn warn_once(reason: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if !seen.iter().any(|s| s == reason) {
-        tracing::warn!("fused attention fell back to the reference path: {reason}");
-        seen.push(reason.to_string());
-    }
-}
-
-fn dtype_name(dtype: DType) -> Option<&'static str> {
-    match dtype {
-        DType::F32 => Some("f32"),
-        DType::BF16 => Some("bf16"),
-        DType::F16 => Some("f16"),
-        _ => None,
-    }
+    crate::cuda_rt::warn_once(&SEEN, "fused attention", "the reference path", reason);
 }
 
 /// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma1` the unpipelined

@@ -56,7 +56,7 @@
 //! the split-K scratch is no longer a per-call allocation. On the device thread the closure
 //! resolves 3–4 buffers and makes one `cuLaunchKernel`.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,6 +84,7 @@ use cudarc::cublaslt::sys as lts;
 
 use super::gemv::{GemvGeometry, GemvParams, THREADS as GEMV_THREADS};
 use super::{reference_forced, GemmPlan};
+use crate::cuda_rt::{cast, float_prim};
 
 /// The engine's burn-cuda backend type.
 type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -95,19 +96,6 @@ type Server = <CudaRuntime as Runtime>::Server;
 type DevKey = (u16, u32);
 
 const WORKSPACE_BYTES: usize = 32 << 20;
-
-/// Moves a value to type `T` when it is one (checked by `TypeId`), else gives it back.
-fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
-    let mut slot = Some(a);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        Some(t) => Ok(t.take().expect("slot is full")),
-        None => Err(slot.expect("slot is full")),
-    }
-}
-
-fn float_prim<B: Backend, const D: usize>(t: &Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.clone().into_primitive().tensor()
-}
 
 /// The fused route when `B` is burn-cuda or burn-cuda under autodiff, else `None`.
 pub(crate) fn try_linear<B: Backend, const D: usize>(
@@ -391,11 +379,7 @@ fn launch(
 fn warn_once(reason: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if !seen.iter().any(|s| s == reason) {
-        tracing::warn!("cuBLASLt linear fell back to the burn matmul path: {reason}");
-        seen.push(reason.to_string());
-    }
+    crate::cuda_rt::warn_once(&SEEN, "cuBLASLt linear", "the burn matmul path", reason);
 }
 
 /// cuBLASLt products enqueued, and calls that failed over to burn's path after trying (or failed

@@ -26,7 +26,7 @@ use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::cubecl::server::Handle;
 
 use super::TOKEN_STATS_PARAMS_BYTES;
-use crate::cuda_rt::{self, cast, on_device, AutodiffTensor, Cuda, DevKey, Pointers, Server, CT};
+use crate::cuda_rt::{self, cast, dtype_name, on_device, AutodiffTensor, Cuda, DevKey, Pointers, Server, CT};
 
 /// Fused kernels enqueued (forward and backward), and calls that fell back after trying.
 pub(crate) static LAUNCHED: AtomicU64 = AtomicU64::new(0);
@@ -69,20 +69,7 @@ enum Fail {
 fn warn_once(reason: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if !seen.iter().any(|s| s == reason) {
-        tracing::warn!("fused token log-prob/entropy fell back to the reference path: {reason}");
-        seen.push(reason.to_string());
-    }
-}
-
-fn dtype_name(dtype: DType) -> Option<&'static str> {
-    match dtype {
-        DType::F32 => Some("f32"),
-        DType::BF16 => Some("bf16"),
-        DType::F16 => Some("f16"),
-        _ => None,
-    }
+    crate::cuda_rt::warn_once(&SEEN, "fused token log-prob/entropy", "the reference path", reason);
 }
 
 /// The fused route when `B` is burn-cuda or burn-cuda under autodiff (and the problem is one the

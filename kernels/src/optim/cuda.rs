@@ -141,11 +141,7 @@ pub(crate) fn try_adamw<B: Backend>(
 fn warn_once(reason: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if !seen.iter().any(|s| s == reason) {
-        tracing::warn!("fused AdamW fell back to the reference path: {reason}");
-        seen.push(reason.to_string());
-    }
+    crate::cuda_rt::warn_once(&SEEN, "fused AdamW", "the reference path", reason);
 }
 
 struct Job {
