@@ -266,9 +266,9 @@ mod imp {
             return None;
         };
         Some(if cs == 1 {
-            rs % 8 == 0
+            rs.is_multiple_of(8)
         } else if rs == 1 {
-            k % 8 == 0 && cs % 8 == 0 && (m == 1 || xr % 8 == 0)
+            k.is_multiple_of(8) && cs.is_multiple_of(8) && (m == 1 || xr.is_multiple_of(8))
         } else {
             false
         })
