@@ -7,6 +7,17 @@
 // each thread keeps partial row sums over its quad, reduced once at the end.
 // Requirements checked by the host: D in {64, 128}; every row stride and batch/head stride a
 // multiple of 8 elements and 16-byte aligned base pointers (cp.async 16-byte copies).
+//
+// Three loop schedules share the tile steps below (`qk_tile`, `mask_softmax`, `pv_tile`):
+// - `attn_fwd_mma2_*` (the default): K and V double-buffered in dynamic shared memory
+//   (`fwd_mma2_smem`: 2 stages x (K, V) x 64 x (D + 8) elements; 69,632 bytes at D = 128), the
+//   copies of tile j + 1 issued before tile j is computed, so a whole tile's compute hides their
+//   L2 latency (run K's Nsight Compute profile of `attn_fwd_mma` showed a latency-bound loop: 48 %
+//   issue slots, 12 warps per SM, tensor pipe below the integer pipe). Tiles wholly inside every
+//   row's key range (no bias) skip the per-element mask.
+// - `attn_fwd_mma_*`: one buffer each, K of tile j + 1 fetched during tile j's P V and V during
+//   its Q Kᵀ (RESEARCH_ATTENTION_KERNEL=mma).
+// - `attn_fwd_mma1_*`: each tile loaded, waited for, then computed (RESEARCH_ATTENTION_KERNEL=mma1).
 
 #define MMA_BM 64
 #define MMA_BN 64
@@ -29,17 +40,136 @@ __device__ __forceinline__ void load_tile(u16* dst, const u16* src, i64 stride, 
     }
 }
 
-// PIPE: K of the next tile is fetched during this tile's P V and V of the next tile during its
-// Q Kᵀ (one buffer each, two cp.async groups in flight); without PIPE each tile is loaded, waited
-// for, then computed (the first version, kept as `attn_fwd_mma1_*` for comparison).
-template <int DT, int D, bool PIPE>
-__device__ __forceinline__ void fwd_mma(const Params& p) {
+// S = Q Kᵀ for this warp's 16 rows x 64 keys of the tile at `Kt`.
+template <int DT, int D>
+__device__ __forceinline__ void qk_tile(float (&sacc)[MMA_BN / 8][4], const u32 (&qf)[D / 16][4], const u16* Kt,
+                                        int lane) {
     constexpr int LDS = D + MMA_PAD;
+    constexpr int KS = D / 16;
+    constexpr int NT = MMA_BN / 8;
+#pragma unroll
+    for (int i = 0; i < NT; ++i) sacc[i][0] = sacc[i][1] = sacc[i][2] = sacc[i][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            u32 b0, b1, b2, b3;
+            const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int col = ks * 16 + ((lane >> 3) & 1) * 8;
+            ldmatrix_x4(b0, b1, b2, b3, &Kt[row * LDS + col]);
+            mma16816<DT>(sacc[2 * np], qf[ks], b0, b1);
+            mma16816<DT>(sacc[2 * np + 1], qf[ks], b2, b3);
+        }
+    }
+}
+
+// Scale, bias and mask the tile's scores (log2 domain), update the row state (m, l) and rescale
+// O; leaves P = exp2(S - m) in `sacc`. Row A/B of this thread see keys [0, endA) / [0, endB).
+template <int D>
+__device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_BN / 8][4], float (&oacc)[D / 8][4],
+                                             float& mA, float& mB, float& lA, float& lB, i64 j0, i64 endA, i64 endB,
+                                             i64 rA, i64 rB, i64 b, int tig, float sl2) {
+    constexpr int NT = MMA_BN / 8;
+    constexpr int DT8 = D / 8;
+    float tA = NEG_INF, tB = NEG_INF;
+    if (!p.bias && endA - j0 >= MMA_BN && endB - j0 >= MMA_BN) {
+        // The whole tile is inside both rows' key ranges: no per-element mask.
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            sacc[nt][0] *= sl2;
+            sacc[nt][1] *= sl2;
+            sacc[nt][2] *= sl2;
+            sacc[nt][3] *= sl2;
+            tA = fmaxf(tA, fmaxf(sacc[nt][0], sacc[nt][1]));
+            tB = fmaxf(tB, fmaxf(sacc[nt][2], sacc[nt][3]));
+        }
+    } else {
+        // Keys of the tile this thread's rows see: [0, limA) / [0, limB), clamped to [0, MMA_BN].
+        const int limA = (int)(endA - j0 < 0 ? 0 : (endA - j0 > MMA_BN ? MMA_BN : endA - j0));
+        const int limB = (int)(endB - j0 < 0 ? 0 : (endB - j0 > MMA_BN ? MMA_BN : endB - j0));
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int jj = nt * 8 + tig * 2 + (e & 1);
+                const bool top = e < 2;
+                float x;
+                if (jj < (top ? limA : limB)) {
+                    if (p.bias) {
+                        x = (sacc[nt][e] * p.scale + bias_at(p, b, top ? rA : rB, j0 + jj)) * LOG2E;
+                    } else {
+                        x = sacc[nt][e] * sl2;
+                    }
+                } else {
+                    x = NEG_INF;
+                }
+                sacc[nt][e] = x;
+                if (top) tA = fmaxf(tA, x); else tB = fmaxf(tB, x);
+            }
+        }
+    }
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
+    const float nA = fmaxf(mA, tA), nB = fmaxf(mB, tB);
+    const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
+    const float aA = exp2f(mA - uA), aB = exp2f(mB - uB);
+    mA = nA;
+    mB = nB;
+    lA *= aA;
+    lB *= aB;
+#pragma unroll
+    for (int i = 0; i < DT8; ++i) {
+        oacc[i][0] *= aA;
+        oacc[i][1] *= aA;
+        oacc[i][2] *= aB;
+        oacc[i][3] *= aB;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        sacc[nt][0] = exp2f(sacc[nt][0] - uA);
+        sacc[nt][1] = exp2f(sacc[nt][1] - uA);
+        sacc[nt][2] = exp2f(sacc[nt][2] - uB);
+        sacc[nt][3] = exp2f(sacc[nt][3] - uB);
+        lA += sacc[nt][0] + sacc[nt][1];
+        lB += sacc[nt][2] + sacc[nt][3];
+    }
+}
+
+// O += P V over the tile at `Vt`: P's accumulator layout is the A-fragment layout of this product.
+template <int DT, int D>
+__device__ __forceinline__ void pv_tile(float (&oacc)[D / 8][4], const float (&sacc)[MMA_BN / 8][4], const u16* Vt,
+                                        int lane) {
+    constexpr int LDS = D + MMA_PAD;
+#pragma unroll
+    for (int kk = 0; kk < MMA_BN / 16; ++kk) {
+        u32 pa[4];
+        pa[0] = Elem<DT>::pack2(sacc[2 * kk][0], sacc[2 * kk][1]);
+        pa[1] = Elem<DT>::pack2(sacc[2 * kk][2], sacc[2 * kk][3]);
+        pa[2] = Elem<DT>::pack2(sacc[2 * kk + 1][0], sacc[2 * kk + 1][1]);
+        pa[3] = Elem<DT>::pack2(sacc[2 * kk + 1][2], sacc[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            u32 b0, b1, b2, b3;
+            ldmatrix_x4_trans(b0, b1, b2, b3, &Vt[(kk * 16 + (lane & 15)) * LDS + dp * 16 + (lane >> 4) * 8]);
+            mma16816<DT>(oacc[2 * dp], pa, b0, b1);
+            mma16816<DT>(oacc[2 * dp + 1], pa, b2, b3);
+        }
+    }
+}
+
+// MODE 0: each tile loaded, waited for, then computed (`attn_fwd_mma1_*`); MODE 1: K of the next
+// tile fetched during this tile's P V and V of the next tile during its Q Kᵀ (one buffer each, two
+// cp.async groups in flight; `attn_fwd_mma_*`); MODE 2: K and V double-buffered, the next tile's
+// copies issued before this tile's compute (`attn_fwd_mma2_*`). `Ks`/`Vs` hold one tile each in
+// modes 0 and 1, two (stage s at offset s x MMA_BN x (D + 8)) in mode 2.
+template <int DT, int D, int MODE>
+__device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
     constexpr int KS = D / 16;      // k-steps of Q Kᵀ
     constexpr int NT = MMA_BN / 8;  // n-tiles of S
     constexpr int DT8 = D / 8;      // n-tiles of O
-    __shared__ __align__(16) u16 Ks[MMA_BN * LDS];
-    __shared__ __align__(16) u16 Vs[MMA_BN * LDS];
+    constexpr int TILE = MMA_BN * (D + MMA_PAD);
 
     // Heavy (late, causal) query blocks first.
     const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
@@ -75,123 +205,74 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
     for (int i = 0; i < DT8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
     float mA = NEG_INF, mB = NEG_INF, lA = 0.f, lB = 0.f;
 
-    if (PIPE && block_end > 0) {
-        load_tile<D>(Ks, kp, p.k_ss, 0, p.S, tid);
-        cp_async_commit();
-        load_tile<D>(Vs, vp, p.v_ss, 0, p.S, tid);
-        cp_async_commit();
-    }
-    for (i64 j0 = 0; j0 < block_end; j0 += MMA_BN) {
-        if (PIPE) {
-            cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
-            __syncthreads();
-        } else {
-            __syncthreads();
-            load_tile<D>(Ks, kp, p.k_ss, j0, p.S, tid);
-            load_tile<D>(Vs, vp, p.v_ss, j0, p.S, tid);
-            cp_async_wait_all();
-            __syncthreads();
+    if (MODE == 2) {
+        const int ntiles = (int)((block_end + MMA_BN - 1) / MMA_BN);
+        if (ntiles > 0) {
+            load_tile<D>(Ks, kp, p.k_ss, 0, p.S, tid);
+            load_tile<D>(Vs, vp, p.v_ss, 0, p.S, tid);
+            cp_async_commit();
         }
-
-        // S = Q Kᵀ for this warp's 16 rows x 64 keys.
-        float sacc[NT][4];
-#pragma unroll
-        for (int i = 0; i < NT; ++i) sacc[i][0] = sacc[i][1] = sacc[i][2] = sacc[i][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KS; ++ks) {
-#pragma unroll
-            for (int np = 0; np < NT / 2; ++np) {
-                u32 b0, b1, b2, b3;
-                const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
-                ldmatrix_x4(b0, b1, b2, b3, &Ks[row * LDS + col]);
-                mma16816<DT>(sacc[2 * np], qf[ks], b0, b1);
-                mma16816<DT>(sacc[2 * np + 1], qf[ks], b2, b3);
+        for (int it = 0; it < ntiles; ++it) {
+            const i64 j0 = (i64)it * MMA_BN;
+            const int st = (it & 1) * TILE;
+            if (it + 1 < ntiles) {
+                // Stage st ^ 1 was last read in iteration it - 1, which ended with a barrier.
+                const int nx = TILE - st;
+                load_tile<D>(Ks + nx, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+                load_tile<D>(Vs + nx, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
+                cp_async_commit();
+                cp_async_wait<1>();  // this tile's group has landed (the next one may be in flight)
+            } else {
+                cp_async_wait<0>();
             }
-        }
+            __syncthreads();  // ... for every thread's copies (and zero-filled rows)
 
-        // Scale, bias, mask (log2 domain) and the tile's row maxima.
-        float tA = NEG_INF, tB = NEG_INF;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const i64 j = j0 + nt * 8 + tig * 2 + (e & 1);
-                const bool top = e < 2;
-                const i64 r = top ? rA : rB;
-                const i64 end = top ? endA : endB;
-                float x;
-                if (j < end) {
-                    if (p.bias) {
-                        x = (sacc[nt][e] * p.scale + bias_at(p, b, r, j)) * LOG2E;
-                    } else {
-                        x = sacc[nt][e] * sl2;
-                    }
-                } else {
-                    x = NEG_INF;
+            float sacc[NT][4];
+            qk_tile<DT, D>(sacc, qf, Ks + st, lane);
+            mask_softmax<D>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+            pv_tile<DT, D>(oacc, sacc, Vs + st, lane);
+            __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
+        }
+    } else {
+        constexpr bool PIPE = MODE == 1;
+        if (PIPE && block_end > 0) {
+            load_tile<D>(Ks, kp, p.k_ss, 0, p.S, tid);
+            cp_async_commit();
+            load_tile<D>(Vs, vp, p.v_ss, 0, p.S, tid);
+            cp_async_commit();
+        }
+        for (i64 j0 = 0; j0 < block_end; j0 += MMA_BN) {
+            if (PIPE) {
+                cp_async_wait<1>();  // this tile's K has landed (its V may still be in flight)
+                __syncthreads();
+            } else {
+                __syncthreads();
+                load_tile<D>(Ks, kp, p.k_ss, j0, p.S, tid);
+                load_tile<D>(Vs, vp, p.v_ss, j0, p.S, tid);
+                cp_async_wait_all();
+                __syncthreads();
+            }
+
+            float sacc[NT][4];
+            qk_tile<DT, D>(sacc, qf, Ks, lane);
+            mask_softmax<D>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+
+            const bool more = j0 + MMA_BN < block_end;
+            if (PIPE) {
+                cp_async_wait<0>();  // this tile's V has landed
+                __syncthreads();     // ... for every thread, and every warp is done reading K
+                if (more) {
+                    load_tile<D>(Ks, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+                    cp_async_commit();
                 }
-                sacc[nt][e] = x;
-                if (top) tA = fmaxf(tA, x); else tB = fmaxf(tB, x);
             }
-        }
-        tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
-        tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
-        tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
-        tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
-        const float nA = fmaxf(mA, tA), nB = fmaxf(mB, tB);
-        const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
-        const float aA = exp2f(mA - uA), aB = exp2f(mB - uB);
-        mA = nA;
-        mB = nB;
-        lA *= aA;
-        lB *= aB;
-#pragma unroll
-        for (int i = 0; i < DT8; ++i) {
-            oacc[i][0] *= aA;
-            oacc[i][1] *= aA;
-            oacc[i][2] *= aB;
-            oacc[i][3] *= aB;
-        }
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            sacc[nt][0] = exp2f(sacc[nt][0] - uA);
-            sacc[nt][1] = exp2f(sacc[nt][1] - uA);
-            sacc[nt][2] = exp2f(sacc[nt][2] - uB);
-            sacc[nt][3] = exp2f(sacc[nt][3] - uB);
-            lA += sacc[nt][0] + sacc[nt][1];
-            lB += sacc[nt][2] + sacc[nt][3];
-        }
 
-        const bool more = j0 + MMA_BN < block_end;
-        if (PIPE) {
-            cp_async_wait<0>();  // this tile's V has landed
-            __syncthreads();     // ... for every thread, and every warp is done reading K
-            if (more) {
-                load_tile<D>(Ks, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+            pv_tile<DT, D>(oacc, sacc, Vs, lane);
+            if (PIPE && more) {
+                __syncthreads();  // every warp is done reading V
+                load_tile<D>(Vs, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
                 cp_async_commit();
             }
-        }
-
-        // O += P V: P's accumulator layout is the A-fragment layout of the next product.
-#pragma unroll
-        for (int kk = 0; kk < MMA_BN / 16; ++kk) {
-            u32 pa[4];
-            pa[0] = Elem<DT>::pack2(sacc[2 * kk][0], sacc[2 * kk][1]);
-            pa[1] = Elem<DT>::pack2(sacc[2 * kk][2], sacc[2 * kk][3]);
-            pa[2] = Elem<DT>::pack2(sacc[2 * kk + 1][0], sacc[2 * kk + 1][1]);
-            pa[3] = Elem<DT>::pack2(sacc[2 * kk + 1][2], sacc[2 * kk + 1][3]);
-#pragma unroll
-            for (int dp = 0; dp < D / 16; ++dp) {
-                u32 b0, b1, b2, b3;
-                ldmatrix_x4_trans(b0, b1, b2, b3, &Vs[(kk * 16 + (lane & 15)) * LDS + dp * 16 + (lane >> 4) * 8]);
-                mma16816<DT>(oacc[2 * dp], pa, b0, b1);
-                mma16816<DT>(oacc[2 * dp + 1], pa, b2, b3);
-            }
-        }
-        if (PIPE && more) {
-            __syncthreads();  // every warp is done reading V
-            load_tile<D>(Vs, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
-            cp_async_commit();
         }
     }
 
@@ -214,11 +295,20 @@ __device__ __forceinline__ void fwd_mma(const Params& p) {
     }
 }
 
-#define MMA_INSTANCE(NAME, DT, D)                                                                     \
-    extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma_##NAME##_d##D(const Params p) {\
-        fwd_mma<DT, D, true>(p);                                                                      \
-    }                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma1_##NAME##_d##D(const Params p) { \
-        fwd_mma<DT, D, false>(p);                                                                     \
+// Static shared memory of the one-buffer schedules; the double-buffered one takes
+// 4 x MMA_BN x (D + 8) elements of dynamic shared memory (the host's `fwd_mma2_smem`).
+#define MMA_INSTANCE(NAME, DT, D)                                                                       \
+    extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma2_##NAME##_d##D(const Params p) { \
+        extern __shared__ __align__(16) u16 fwd_mma2_smem[];                                          \
+        fwd_mma<DT, D, 2>(p, fwd_mma2_smem, fwd_mma2_smem + 2 * MMA_BN * (D + MMA_PAD));              \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma_##NAME##_d##D(const Params p) {  \
+        __shared__ __align__(16) u16 Ks[MMA_BN * (D + MMA_PAD)];                                        \
+        __shared__ __align__(16) u16 Vs[MMA_BN * (D + MMA_PAD)];                                        \
+        fwd_mma<DT, D, 1>(p, Ks, Vs);                                                                   \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma1_##NAME##_d##D(const Params p) {   \
+        __shared__ __align__(16) u16 Ks[MMA_BN * (D + MMA_PAD)];                                        \
+        __shared__ __align__(16) u16 Vs[MMA_BN * (D + MMA_PAD)];                                        \
+        fwd_mma<DT, D, 0>(p, Ks, Vs);                                                                   \
     }
-
