@@ -8,6 +8,8 @@
 //!   f32 | f16 | i8 storage); [`Manifest`] records what the index was built from.
 //! - [`bench`]: encoder throughput on random weights and HNSW search figures (QPS, recall@k,
 //!   memory) on raw vector files, for `research bench encoder | search`.
+//! - [`partition`]: a partition-routed HNSW index (spherical k-means centroids route each query
+//!   to a few partitions, each an ordinary usearch graph) for corpora of many millions of rows.
 //! - [`Retriever`]: open an index folder, batched [`Retriever::search`] (HNSW) and
 //!   [`Retriever::search_exact`] (brute force over the saved vectors). It implements
 //!   [`research_agent::Retriever`], so the rollout loop searches in process.
@@ -29,6 +31,7 @@ pub mod builder;
 pub mod corpus;
 pub mod error;
 pub mod manifest;
+pub mod partition;
 pub mod quant;
 pub mod retriever;
 
@@ -36,5 +39,6 @@ pub use builder::{build_index, build_with_encoder, default_threads, usearch_inde
 pub use corpus::{parse_row, Corpus, CorpusStats};
 pub use error::{Result, RetrievalError};
 pub use manifest::{CorpusInfo, EncoderInfo, HnswParams, Manifest, Quantization};
+pub use partition::{KMeansConfig, PartitionSpec, PartitionedIndex};
 pub use research_bert::{Encoder, EncoderFamily, EncoderOptions, FloatType, TextKind};
 pub use retriever::{boxed, exact_top_k, Hit, QueryEncoder, Retriever, RetrieverOptions};
