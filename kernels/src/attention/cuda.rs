@@ -9,9 +9,12 @@
 //!
 //! The kernels (`*.cu` beside this file) are compiled by NVRTC for the device's architecture on
 //! first use (`sm_90` on Hopper), loaded once per device, and looked up by name:
-//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries: `attn_fwd_mma_*`
+//! - forward, bf16/f16 with head dim 64/128 and at most 16 query rows per (batch, kv head)
+//!   (GQA group × queries: decode): `attn_fwd_decode_*` (`decode.cu`, tensor-core flash-decoding,
+//!   each K/V byte read once per kv head, keys split over blocks, then `attn_fwd_combine_*`);
+//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries otherwise: `attn_fwd_mma_*`
 //!   (tensor-core FlashAttention-2, next tile's K/V fetched during this tile's products);
-//! - forward otherwise (f32, head dim 32, decode): `attn_fwd_simple_*`, split over the keys when
+//! - forward otherwise (f32, head dim 32, unaligned): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
 //!   rowsum(dO ⊙ O)), then for bf16/f16 with head dim 64/128 and the forward's alignment rules the
@@ -20,8 +23,10 @@
 //!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
-//! tensor-core forward; `RESEARCH_ATTENTION_BWD=simple` forces the scalar backward (for
-//! comparisons). Launches are counted per kernel kind ([`kernel_counts`]).
+//! tensor-core forward (neither with the decode kernel), `=nodecode` the default routing without
+//! the decode kernel (decode on the scalar split-K kernel); `RESEARCH_ATTENTION_BWD=simple`
+//! forces the scalar backward (for comparisons). Launches are counted per kernel kind
+//! ([`kernel_counts`]).
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
@@ -77,6 +82,8 @@ pub(crate) fn kernel_counts() -> Vec<(String, u64)> {
 const SIMPLE_ROWS: usize = 16;
 const SIMPLE_KT: usize = 32;
 const MMA_BM: usize = 64;
+/// Keys per tile of the tensor-core forward (`MMA_BN` of fwd_mma.cu).
+const MMA_BN: usize = 64;
 const BWD_KT: usize = 32;
 const BWD_QB: usize = 32;
 /// Keys per block of the tensor-core dK/dV kernel, queries per block of its dQ kernel.
@@ -84,6 +91,15 @@ const BWD_MMA_BN: usize = 64;
 const BWD_MMA_BM: usize = 64;
 /// Blocks wanted in flight before the forward splits the keys (about two waves on an H100).
 const TARGET_BLOCKS: usize = 264;
+/// Keys per block tile of the decode kernel (`DEC_BN` in `decode.cu`), and the most query rows
+/// (GQA group × queries) of one (batch, kv head) it takes (the 16 rows of an mma A operand).
+const DECODE_BN: usize = 64;
+const DECODE_ROWS: usize = 16;
+/// Decode blocks wanted before its keys are split: about four waves of 132 SMs at two resident
+/// blocks each (its shared memory allows two per SM at head dim 128); a split keeps at least
+/// `DECODE_MIN_SPLIT` keys (two tiles) so the partials stay a small fraction of the K/V bytes.
+const DECODE_TARGET_BLOCKS: usize = 1056;
+const DECODE_MIN_SPLIT: usize = 2 * DECODE_BN;
 
 /// Mirrors `struct Params` in `common.cuh` field for field.
 #[repr(C)]
@@ -150,8 +166,10 @@ fn warn_once(reason: &str) {
     crate::cuda_rt::warn_once(&SEEN, "fused attention", "the reference path", reason);
 }
 
-/// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma1` the unpipelined
-/// tensor-core forward (for comparisons); anything else (or unset) the default choice.
+/// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma` the single-buffered
+/// tensor-core forward of run K, `mma1` the unpipelined one (for comparisons); anything else (or
+/// unset) the default choice (the double-buffered `fwd_mma2`). `simple`, `mma`, `mma1` and
+/// `nodecode` also keep decode shapes off the decode kernel (`nodecode` changes nothing else).
 fn kernel_choice() -> Option<String> {
     std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
 }
@@ -170,6 +188,12 @@ fn bwd_split_group(g: &Geometry) -> bool {
     g.h > g.kvh && !std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "grouped")
 }
 
+/// Dynamic shared memory of `attn_fwd_mma2_*`: two stages of a K and a V tile of `MMA_BN` keys,
+/// rows padded to `d + 8` bf16/f16 elements (69,632 bytes at d = 128, three blocks per SM).
+fn fwd_mma2_smem(d: usize) -> u32 {
+    (2 * 2 * MMA_BN * (d + 8) * 2) as u32
+}
+
 /// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
 /// `bwd_mma.cu` (K, V: 64 rows; Q, dO: two buffers of BQ rows, rows padded to d + 8 elements;
 /// lse and delta: two buffers of BQ f32). The kernel traps when given less.
@@ -177,6 +201,26 @@ fn bwd_mma_dkdv_smem(d: usize) -> u32 {
     let lds = d + 8;
     let bq = if d == 128 { 32 } else { 64 };
     ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4) as u32
+}
+
+/// Dynamic shared memory of `attn_fwd_decode_*` for head dim `d`: `DecodeCfg<D>::SMEM` in
+/// `decode.cu`, the larger of the K/V rings (4 warps × 3 stages × K and V slices of 16 rows padded
+/// to d + 8 elements) and the end-of-block merge area (4 warps × 16 rows × (d + 4) f32, plus m and
+/// l). The kernel traps when given less.
+fn decode_smem(d: usize) -> u32 {
+    let ring = 4 * 3 * 2 * 16 * (d + 8) * 2;
+    let merge = 4 * 16 * (d + 4) * 4 + 4 * 16 * 2 * 4;
+    ring.max(merge) as u32
+}
+
+/// `(splits, split_len)` of the decode kernel for `pairs` (batch, kv head) pairs over `s` keys:
+/// split until about [`DECODE_TARGET_BLOCKS`] blocks, each split at least [`DECODE_MIN_SPLIT`]
+/// keys, split lengths a multiple of the key tile.
+fn decode_splits(pairs: usize, s: usize) -> (usize, usize) {
+    let max_splits = s.div_ceil(DECODE_MIN_SPLIT).max(1);
+    let want = DECODE_TARGET_BLOCKS.div_ceil(pairs.max(1)).clamp(1, max_splits);
+    let split_len = s.div_ceil(want).div_ceil(DECODE_BN) * DECODE_BN;
+    (s.div_ceil(split_len), split_len)
 }
 
 /// Whether `B` is burn-cuda or burn-cuda under autodiff (the backends [`try_fused`] takes).
@@ -396,11 +440,13 @@ struct Launch {
 
 /// What a device call does once pointers are known.
 enum Work {
-    /// Forward: tensor-core kernel when asked and the pointers are 16-byte aligned, else the
-    /// scalar kernel (`simple`, with its split count). `preload_bwd` also loads the backward
-    /// module so that a compile failure shows now, while the reference path can still run.
+    /// Forward: the decode kernels when given and the pointers are 16-byte aligned, else the
+    /// tensor-core kernel when asked and aligned, else the scalar kernel (`simple`, with its split
+    /// count). `preload_bwd` also loads the backward module so that a compile failure shows now,
+    /// while the reference path can still run.
     Forward {
         mma: Option<Launch>,
+        decode: Option<DecodeLaunch>,
         simple: Vec<Launch>,
         preload_bwd: Vec<Launch>,
     },
@@ -410,6 +456,14 @@ enum Work {
         mma: Option<Vec<Launch>>,
         simple: Vec<Launch>,
     },
+}
+
+/// The decode kernel (then the combine when the keys are split) and its split of the keys; taken
+/// before `mma` when present and the pointers are 16-byte aligned.
+struct DecodeLaunch {
+    launches: Vec<Launch>,
+    splits: i64,
+    split_len: i64,
 }
 
 struct Job {
@@ -530,10 +584,10 @@ fn forward(
         .iter()
         .all(|s| s % 8 == 0);
     let choice = kernel_choice();
-    let kind = if choice.as_deref() == Some("mma1") {
-        "fwd_mma1"
-    } else {
-        "fwd_mma"
+    let kind = match choice.as_deref() {
+        Some("mma1") => "fwd_mma1",
+        Some("mma") => "fwd_mma",
+        _ => "fwd_mma2",
     };
     let simple_forced = choice.as_deref() == Some("simple");
     let mma = (g.dtype != DType::F32 && (d == 64 || d == 128) && g.t >= 16 && strides_ok && !simple_forced)
@@ -544,10 +598,45 @@ fn forward(
                 d,
                 entry: format!("attn_{kind}_{dt}_d{d}"),
                 grid: grid(g.t.div_ceil(MMA_BM), g.h, g.b)?,
-                smem: 0,
+                smem: if kind == "fwd_mma2" { fwd_mma2_smem(d) } else { 0 },
             })
         })
         .transpose()?;
+    // Decode: the whole GQA group's query rows of one (batch, kv head) in one mma tile.
+    let decode = (g.dtype != DType::F32
+        && (d == 64 || d == 128)
+        && groups * g.t <= DECODE_ROWS
+        && strides_ok
+        && choice
+            .as_deref()
+            .is_none_or(|c| !["simple", "mma", "mma1", "nodecode"].contains(&c)))
+    .then(|| -> Result<DecodeLaunch, Fail> {
+        let (splits, split_len) = decode_splits(g.b * g.kvh, g.s);
+        let mut launches = vec![Launch {
+            module: "decode",
+            dt,
+            d,
+            entry: format!("attn_fwd_decode_{dt}_d{d}"),
+            grid: grid(splits, g.kvh, g.b)?,
+            smem: decode_smem(d),
+        }];
+        if splits > 1 {
+            launches.push(Launch {
+                module: "fwd_simple",
+                dt,
+                d,
+                entry: format!("attn_fwd_combine_{dt}_d{d}"),
+                grid: grid((g.b * g.h * g.t).div_ceil(4), 1, 1)?,
+                smem: 0,
+            });
+        }
+        Ok(DecodeLaunch {
+            launches,
+            splits: splits as i64,
+            split_len: split_len as i64,
+        })
+    })
+    .transpose()?;
 
     // The scalar kernel: split the keys when the grid alone would leave the GPU idle (decode).
     let row_blocks = (groups * g.t).div_ceil(SIMPLE_ROWS);
@@ -577,10 +666,15 @@ fn forward(
         kv_len: kv_len.map(|l| l.handle.clone()),
         ..Default::default()
     };
+    // Split-K partials for the scalar kernel's splits or the decode kernel's (whichever runs).
+    let part_splits = splits.max(decode.as_ref().map_or(1, |dl| dl.splits as usize));
+    if part_splits > 1 {
+        let rows = g.b * g.h * g.t;
+        buffers.part_o = Some(client.empty(part_splits * rows * d * 4));
+        buffers.part_ml = Some(client.empty(part_splits * rows * 2 * 4));
+    }
     if splits > 1 {
         let rows = g.b * g.h * g.t;
-        buffers.part_o = Some(client.empty(splits * rows * d * 4));
-        buffers.part_ml = Some(client.empty(splits * rows * 2 * 4));
         simple.push(Launch {
             module: "fwd_simple",
             dt,
@@ -610,6 +704,7 @@ fn forward(
         buffers,
         work: Work::Forward {
             mma,
+            decode,
             simple,
             preload_bwd,
         },
@@ -909,6 +1004,7 @@ impl Job {
             }
             Work::Forward {
                 mma,
+                decode,
                 simple,
                 preload_bwd,
             } => {
@@ -916,8 +1012,13 @@ impl Job {
                     st.function(device, l)?;
                 }
                 let aligned = [p.q, p.k, p.v, p.o].iter().all(|ptr| ptr % 16 == 0);
-                match mma {
-                    Some(m) if aligned => vec![m],
+                match (decode, mma) {
+                    (Some(dl), _) if aligned => {
+                        p.splits = dl.splits;
+                        p.split_len = dl.split_len;
+                        dl.launches
+                    }
+                    (_, Some(m)) if aligned => vec![m],
                     _ => {
                         if simple.len() == 1 {
                             p.splits = 1;

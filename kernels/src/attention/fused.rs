@@ -179,7 +179,8 @@ pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 pub fn entries(name: &str) -> Vec<String> {
     let kinds: &[&str] = match name {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
-        "fwd_mma" => &["fwd_mma", "fwd_mma1"],
+        "fwd_mma" => &["fwd_mma2", "fwd_mma", "fwd_mma1"],
+        "decode" => &["fwd_decode"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
         "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq", "bwd_mma_dkdv_reduce"],
         _ => &[],
@@ -188,7 +189,7 @@ pub fn entries(name: &str) -> Vec<String> {
     for kind in kinds {
         for dt in ["f32", "bf16", "f16"] {
             for d in HEAD_DIMS {
-                let mma = kind.starts_with("fwd_mma") || kind.starts_with("bwd_mma");
+                let mma = kind.starts_with("fwd_mma") || kind.starts_with("bwd_mma") || *kind == "fwd_decode";
                 if mma && (dt == "f32" || d == 32) {
                     continue;
                 }
@@ -325,11 +326,20 @@ mod tests {
 
     #[test]
     fn entries_cover_the_instances() {
-        assert_eq!(entries("fwd_mma").len(), 8);
+        assert_eq!(entries("fwd_mma").len(), 12);
         assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);
         assert_eq!(entries("bwd_mma").len(), 12);
         assert!(entries("bwd_mma").contains(&"attn_bwd_mma_dkdv_bf16_d128".to_string()));
+        assert_eq!(
+            entries("decode"),
+            [
+                "attn_fwd_decode_bf16_d64",
+                "attn_fwd_decode_bf16_d128",
+                "attn_fwd_decode_f16_d64",
+                "attn_fwd_decode_f16_d128"
+            ]
+        );
     }
 }

@@ -15,20 +15,21 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 pub const COMMON: &str = include_str!("common.cuh");
 
 /// Tensor-core helpers (ldmatrix, mma.sync, cp.async), prepended after [`COMMON`] to the mma
-/// modules.
+/// modules (`fwd_mma`, `bwd_mma`, `decode`).
 pub const MMA_COMMON: &str = include_str!("mma.cuh");
 
 /// `(module name, source, instantiation macro)` of each kernel module.
-pub const MODULES: [(&str, &str, &str); 4] = [
+pub const MODULES: [(&str, &str, &str); 5] = [
     ("fwd_simple", include_str!("fwd_simple.cu"), "SIMPLE_INSTANCES"),
     ("fwd_mma", include_str!("fwd_mma.cu"), "MMA_INSTANCE"),
+    ("decode", include_str!("decode.cu"), "DECODE_INSTANCE"),
     ("bwd", include_str!("bwd.cu"), "BWD_INSTANCES"),
     ("bwd_mma", include_str!("bwd_mma.cu"), "BWD_MMA_INSTANCE"),
 ];
 
 /// Whether module `name` is a tensor-core module (bf16/f16, head dim 64/128 only).
 pub fn is_mma(name: &str) -> bool {
-    name == "fwd_mma" || name == "bwd_mma"
+    name == "fwd_mma" || name == "bwd_mma" || name == "decode"
 }
 
 /// The element types the kernels take: name in entry points and the `DT` code of `common.cuh`.

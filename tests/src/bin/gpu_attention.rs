@@ -13,19 +13,24 @@
 //! decode lengths, an additive bias (per query and broadcast over queries) and a strided K/V view
 //! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
 //! fallback). Exit status 1 on any failure.
-//! The 16-bit forward cases run once per forward kernel (`[default]`: the pipelined tensor-core
-//! kernel where it applies; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
+//! The 16-bit forward cases run once per forward kernel (`[default]`: the double-buffered
+//! tensor-core kernel where it applies, the decode kernel for decode shapes; `[mma]`: run K's
+//! single-buffered one; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA;
 //! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
 //! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
 //! names the kernels that ran (launch counts per kind), and a case fails when the expected
-//! backward did not run. The launch counts per kernel kind close the output.
+//! backward did not run. The decode cases (`decode ...` lines: GQA 1/2/7/8, 1 or 2 queries,
+//! ragged lengths) run on the default route, where a 16-bit case must run the tensor-core decode
+//! kernel (`fwd_decode`) and not the scalar one, and with `RESEARCH_ATTENTION_KERNEL=nodecode`,
+//! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
 //! `mma1` kernel) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
 //! in-register GQA reduction, and `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
-//! cache); `--reference` adds the reference path's forward time.
+//! cache: `research-fused` on the default route, `research-fused-scalar` with `nodecode`, each
+//! line naming the kernels that ran); `--reference` adds the reference path's forward time.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -186,6 +191,45 @@ mod imp {
         v
     }
 
+    /// Decode shapes for the tensor-core decode kernel (`fwd_decode`, at most 16 query rows per
+    /// (batch, kv head)): GQA 1, 2, 7, 8 with 1 and 2 queries, ragged lengths (1, off the 64-key
+    /// tile, shorter than a split, rows that see no key), keys split over many blocks and not
+    /// split at all (direct write), a causal offset without lengths, biases, a strided cache view,
+    /// and the 7B heads over 2,048 keys.
+    fn decode_cases() -> Vec<Case> {
+        let mut v = Vec::new();
+        let mut c = Case::new(4, 7, 1, 1, 1000, 128, false, 0);
+        c.lens = Some(vec![1000, 1, 555, 64]);
+        v.push(c);
+        let mut c = Case::new(2, 16, 2, 2, 777, 64, true, 0);
+        c.lens = Some(vec![777, 200]);
+        v.push(c);
+        let mut c = Case::new(3, 14, 2, 2, 523, 128, true, 0);
+        c.lens = Some(vec![1, 2, 523]);
+        v.push(c);
+        let mut c = Case::new(2, 4, 2, 1, 4100, 64, false, 0);
+        c.lens = Some(vec![4100, 3000]);
+        v.push(c);
+        let mut c = Case::new(3, 8, 4, 1, 100, 64, false, 0);
+        c.lens = Some(vec![100, 37, 64]);
+        v.push(c);
+        v.push(Case::new(5, 4, 4, 2, 95, 128, true, 93));
+        v.push(Case::new(2, 8, 8, 1, 130, 128, false, 0));
+        let mut c = Case::new(2, 8, 1, 1, 200, 64, false, 0);
+        c.bias = BiasKind::PerQuery;
+        v.push(c);
+        let mut c = Case::new(2, 8, 2, 1, 150, 128, true, 149);
+        c.bias = BiasKind::Broadcast;
+        v.push(c);
+        let mut c = Case::new(1, 14, 2, 2, 77, 128, true, 75);
+        c.cache = Some(128);
+        v.push(c);
+        let mut c = Case::new(8, 28, 4, 1, 2048, 128, false, 0);
+        c.lens = Some(vec![2048, 1500, 1, 64, 129, 2047, 700, 1024]);
+        v.push(c);
+        v
+    }
+
     fn backward_cases() -> Vec<Case> {
         let mut v = vec![
             Case::new(1, 4, 2, 19, 19, 64, true, 0),
@@ -211,6 +255,10 @@ mod imp {
         v.push(c);
         let mut c = Case::new(1, 4, 2, 80, 80, 128, true, 0);
         c.bias = BiasKind::PerQuery;
+        v.push(c);
+        // Forwards on the decode kernel (its log-sum-exp feeds the backward).
+        let mut c = Case::new(3, 14, 2, 2, 130, 64, true, 0);
+        c.lens = Some(vec![130, 1, 77]);
         v.push(c);
         v
     }
@@ -444,13 +492,14 @@ mod imp {
         let dev: Dev = Default::default();
         let mut rng = Lcg(11);
         let mut ok = true;
-        // Each forward kernel variant for the 16-bit types: the default (pipelined tensor-core
-        // kernel where it applies), the first unpipelined one, and the scalar kernel everywhere.
+        // Each forward kernel variant for the 16-bit types: the default (double-buffered
+        // tensor-core kernel `fwd_mma2` where it applies, the decode kernel for decode shapes),
+        // run K's single-buffered one, the first unpipelined one, and the scalar kernel everywhere.
         let variants = |dtype: DType| -> &'static [&'static str] {
             if dtype == DType::F32 {
                 &["default"]
             } else {
-                &["default", "mma1", "simple"]
+                &["default", "mma", "mma1", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -473,6 +522,50 @@ mod imp {
                         if pass { "PASS" } else { "FAIL" },
                         dtype_label(dtype),
                         c.label()
+                    );
+                }
+            }
+        }
+        // The decode kernel: on by default for 16-bit head dims 64/128 with at most 16 query rows
+        // per (batch, kv head), off with `nodecode` (the scalar split-K kernel then).
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let decode_variants: &[&str] = if dtype == DType::F32 {
+                &["default"]
+            } else {
+                &["default", "nodecode"]
+            };
+            for &variant in decode_variants {
+                set_variant(variant);
+                for c in decode_cases() {
+                    let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
+                    let bias = bias_tensor::<Cuda>(&x, &c, &dev);
+                    let before = fused_counts().0;
+                    let kinds_before = fused_kernel_counts();
+                    let o = fused_attention(q, k, v, c.causal, c.offset, c.lens.as_deref(), bias.as_ref());
+                    let got = host(o);
+                    let launched = fused_counts().0 - before;
+                    let kinds = count_delta(&kinds_before);
+                    let ran = |kind: &str| kinds.iter().any(|(k, _)| k == kind);
+                    let want_decode = dtype != DType::F32
+                        && variant == "default"
+                        && (c.d == 64 || c.d == 128)
+                        && (c.h / c.kvh) * c.t <= 16;
+                    let right_kernels = if want_decode {
+                        ran("fwd_decode") && !ran("fwd_simple")
+                    } else {
+                        ran("fwd_simple") && !ran("fwd_decode")
+                    };
+                    let rows = rows_to_check(&c, &mut rng);
+                    let err = forward_error(&c, &x, &got, &rows);
+                    let bound = fwd_bound(dtype);
+                    let pass = err <= bound && launched > 0 && right_kernels;
+                    ok &= pass;
+                    println!(
+                        "{} decode {} [{variant}] {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched} ({})",
+                        if pass { "PASS" } else { "FAIL" },
+                        dtype_label(dtype),
+                        c.label(),
+                        counts_label(&kinds)
                     );
                 }
             }
@@ -645,14 +738,23 @@ mod imp {
             let k = rand([b, kvh, s, d], 1.0, dtype, &dev);
             let v = rand([b, kvh, s, d], 1.0, dtype, &dev);
             let bytes = 2.0 * (b * kvh * s * d) as f64 * 2.0;
-            let t = time(iters, &dev, || {
-                let _ = fused_attention(q.clone(), k.clone(), v.clone(), false, 0, None, None);
-            });
-            println!(
-                "{{\"impl\":\"research-fused\",\"case\":\"decode\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"us\":{:.1},\"kv_tbps\":{:.3}}}",
-                t * 1e6,
-                bytes / t / 1e12
-            );
+            // The default route (the tensor-core decode kernel), then the scalar split-K kernel
+            // it replaced (`RESEARCH_ATTENTION_KERNEL=nodecode`) for comparison; `kernels` names
+            // what ran.
+            for (variant, name) in [("default", "research-fused"), ("nodecode", "research-fused-scalar")] {
+                set_variant(variant);
+                let kinds_before = fused_kernel_counts();
+                let t = time(iters, &dev, || {
+                    let _ = fused_attention(q.clone(), k.clone(), v.clone(), false, 0, None, None);
+                });
+                let kinds = counts_label(&count_delta(&kinds_before));
+                println!(
+                    "{{\"impl\":\"{name}\",\"case\":\"decode\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"us\":{:.1},\"kv_tbps\":{:.3},\"kernels\":\"{kinds}\"}}",
+                    t * 1e6,
+                    bytes / t / 1e12
+                );
+            }
+            set_variant("default");
         }
     }
 
