@@ -13,7 +13,11 @@
 # ($DIR, under the git-ignored runs/) stays on a warm machine between calls. A fresh (cold)
 # machine starts over. JSON lines and the log go to $OUT; the index never does.
 # Knobs: N (21015324), QUANT (i8 | f16 | f32), M (16), EFC (64), EFS (128,256,512,1024), QUERIES (200),
-# THREADS (all cores), BUDGET_S (540: the whole script), CHUNK (262144 rows), DIR.
+# THREADS (all cores), BUDGET_S (540: the whole script), CHUNK (262144 rows), DIR,
+# PARTS (1: one HNSW index; P > 1: a partition-routed index of P usearch graphs, k-means routing;
+# 0: from N, N / 20000), PROBE (2,4,8: partitions searched per query, measured per value).
+# The partitioned 21M run (about 1050 partitions; k-means, assignment, build and measure in one call):
+#     PARTS=1050 EFS=64,128,256,512 BUDGET_S=575 bash tests/gpu/bench_search_scale.sh
 # Disk: a save writes index.usearch.partial beside the previous index.usearch before renaming it,
 # so up to twice the index (i8, M 16: ~2 × 19 GB) is needed for a moment.
 set -u
@@ -30,7 +34,13 @@ QUERIES=${QUERIES:-200}
 THREADS=${THREADS:-$(nproc)}
 BUDGET_S=${BUDGET_S:-540}
 CHUNK=${CHUNK:-262144}
-DIR=${DIR:-runs/search-scale/n$N-$QUANT-m$M-efc$EFC}
+PARTS=${PARTS:-1}
+PROBE=${PROBE:-2,4,8}
+if [ "$PARTS" = 1 ]; then
+  DIR=${DIR:-runs/search-scale/n$N-$QUANT-m$M-efc$EFC}
+else
+  DIR=${DIR:-runs/search-scale/n$N-$QUANT-m$M-efc$EFC-p$PARTS}
+fi
 
 # Binaries packed by `cargo xtask stage-gpu` (stage/xz/*.xz) are unpacked once.
 mkdir -p stage/bin
@@ -56,7 +66,7 @@ left=$((BUDGET_S - ($(date +%s) - START)))
 # stays until the new one is complete).
 timeout $((left + 30)) "$BIN" bench search-scale --dir "$DIR" --n "$N" --dims 768 --quantization "$QUANT" \
   --connectivity "$M" --expansion-add "$EFC" --ef "$EFS" --queries "$QUERIES" --threads "$THREADS" \
-  --chunk-rows "$CHUNK" --budget-s "$left" --measure-reserve-s 120 \
+  --chunk-rows "$CHUNK" --partitions "$PARTS" --probe "$PROBE" --budget-s "$left" --measure-reserve-s 120 \
   2> >(tee -a "$OUT/search_scale.log" >&2) | tee -a "$OUT/search_scale.jsonl"
 status=${PIPESTATUS[0]}
 sleep 1

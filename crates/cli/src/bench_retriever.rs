@@ -247,8 +247,9 @@ pub enum ScalePhase {
 /// Arguments of `research bench search-scale`.
 #[derive(Args)]
 pub struct SearchScaleArgs {
-    /// Folder of the build: index.usearch, scale.json (the state), truth-q<Q>-k10.u32 (exact top-10
-    /// cache). Rerun the same command to resume an unfinished build.
+    /// Folder of the build: index.usearch (or, partitioned, centroids.f32, assign.u32 and
+    /// part-NNNNN.usearch), scale.json (the state), truth-q<Q>-k10.u32 (exact top-10 cache).
+    /// Rerun the same command to resume an unfinished build.
     #[arg(long)]
     dir: PathBuf,
     /// Base vectors (wiki-18 has 21,015,324 passages).
@@ -283,6 +284,15 @@ pub struct SearchScaleArgs {
     /// Seed of the synthetic vectors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Partitions: 1 builds one HNSW index; P > 1 a partition-routed index (spherical k-means
+    /// centroids, one usearch HNSW per partition; files centroids.f32, assign.u32,
+    /// part-NNNNN.usearch); 0 picks from n (1 under 200,000 rows, else n / 20,000, at most 4096).
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
+    /// Partitioned index: partitions searched per query, comma-separated (one measurement per
+    /// value and efSearch).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    probe: Vec<usize>,
     /// Threads inserting, brute-forcing and sharing the query set (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -306,7 +316,7 @@ pub struct SearchScaleArgs {
     /// all: build, then measure in a fresh process; build or measure alone.
     #[arg(long, value_enum, default_value = "all")]
     phase: ScalePhase,
-    /// Stop the build after this many chunks in this call (tests).
+    /// Stop the build after this many chunks (partitioned: partitions) in this call (tests).
     #[arg(long, hide = true)]
     max_chunks: Option<u64>,
 }
@@ -332,6 +342,11 @@ fn scale_params(a: &SearchScaleArgs) -> Result<ScaleParams> {
         },
         noise: a.noise,
         seed: a.seed,
+        partitions: if a.partitions == 0 {
+            research::retrieval::partition::default_partitions(a.n)
+        } else {
+            a.partitions
+        },
     })
 }
 
@@ -364,13 +379,15 @@ pub fn search_scale(a: SearchScaleArgs) -> Result<()> {
             progress: true,
         };
         eprintln!(
-            "search-scale: {} × {} {} (M {}, efConstruction {}, {} centres), {threads} threads, budget {:.0} s, {}",
+            "search-scale: {} × {} {} (M {}, efConstruction {}, {} centres, {} partition(s)), {threads} threads, budget \
+             {:.0} s, {}",
             params.n,
             params.dims,
             params.quantization,
             params.connectivity,
             params.expansion_add,
             params.centres,
+            params.partitions,
             a.budget_s,
             a.dir.display()
         );
@@ -460,6 +477,7 @@ pub fn search_scale(a: SearchScaleArgs) -> Result<()> {
     let m = ScaleMeasure {
         queries: a.queries,
         expansion_search: a.ef.clone(),
+        probe: a.probe.clone(),
         threads,
         min_seconds: a.min_seconds,
         progress: true,
@@ -470,7 +488,11 @@ pub fn search_scale(a: SearchScaleArgs) -> Result<()> {
     eprintln!(
         "search-scale: opened {} ({} GB) as a view in {:.3} s; RSS after open {} GB (anon {} GB, file {} GB); exact \
          top-10 of {} queries {}",
-        a.dir.join(scale::INDEX_FILE).display(),
+        if params.partitions > 1 {
+            a.dir.display().to_string()
+        } else {
+            a.dir.join(scale::INDEX_FILE).display().to_string()
+        },
         gb(Some(o.file_bytes)),
         o.open_s,
         gb(o.rss_after_open.rss_bytes),
@@ -495,6 +517,12 @@ pub fn search_scale(a: SearchScaleArgs) -> Result<()> {
         v["open_s"] = o.open_s.into();
         v["rss_after_open"] = serde_json::to_value(o.rss_after_open)?;
         v["truth_s"] = measured.truth_s.into();
+        if params.partitions > 1 {
+            v["train_s"] = state.train_s.into();
+            v["assign_s"] = state.assign_s.into();
+            v["part_rows_min"] = state.part_rows_min.into();
+            v["part_rows_max"] = state.part_rows_max.into();
+        }
         v["simd"] = state.simd.clone().into();
         merge(&mut v, serde_json::to_value(r)?);
         println!("{v}");
@@ -516,11 +544,20 @@ pub fn search_scale(a: SearchScaleArgs) -> Result<()> {
         o.file_bytes as f64 / params.n as f64,
         o.open_s
     );
-    eprintln!("| efSearch | recall@5 | recall@10 | QPS ({threads} threads) | p50 ms | p99 ms | RSS GB (anon / file) |");
-    eprintln!("|---:|---:|---:|---:|---:|---:|---|");
+    if params.partitions > 1 {
+        eprintln!(
+            "{} partitions (rows {}..{} each), k-means {:.1} s, assignment {:.1} s",
+            params.partitions, state.part_rows_min, state.part_rows_max, state.train_s, state.assign_s
+        );
+    }
+    eprintln!(
+        "| probe | efSearch | recall@5 | recall@10 | QPS ({threads} threads) | p50 ms | p99 ms | RSS GB (anon / file) |"
+    );
+    eprintln!("|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &measured.searches {
         eprintln!(
-            "| {} | {:.4} | {:.4} | {:.0} | {:.3} | {:.3} | {} ({} / {}) |",
+            "| {} | {} | {:.4} | {:.4} | {:.0} | {:.3} | {:.3} | {} ({} / {}) |",
+            r.probe.map_or("-".to_string(), |p| p.to_string()),
             r.expansion_search,
             r.recall_at_5,
             r.recall_at_10,

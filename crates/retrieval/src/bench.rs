@@ -536,8 +536,37 @@ pub fn measure_search_found(
         )));
     }
     index.change_expansion_search(expansion_search);
-    let nq = queries.rows();
     let search = |q: usize| search_row(index, feed, queries.row(q), k);
+    measure_with(
+        &search,
+        queries.rows(),
+        truth,
+        k,
+        expansion_search,
+        threads,
+        min_seconds,
+    )
+}
+
+/// The timing and recall of [`measure_search_found`] for any searcher: `search(q)` returns query
+/// `q`'s results (best first, at least `k` asked); `nq` queries; efSearch is the caller's to set
+/// (`expansion_search` is only recorded).
+#[allow(clippy::too_many_arguments)]
+pub fn measure_with(
+    search: &(dyn Fn(usize) -> Result<Vec<u64>> + Sync),
+    nq: usize,
+    truth: &Truth,
+    k: usize,
+    expansion_search: usize,
+    threads: usize,
+    min_seconds: f64,
+) -> Result<(SearchResult, Vec<Vec<u64>>)> {
+    if nq == 0 || k == 0 || k > truth.k {
+        return Err(RetrievalError::Input(format!(
+            "{nq} queries, k = {k}: expected queries and 1 <= k <= {} (the ground truth's ids per query)",
+            truth.k
+        )));
+    }
     let mut latencies = Vec::with_capacity(nq);
     let mut found = Vec::with_capacity(nq);
     for q in 0..nq {

@@ -118,71 +118,123 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Dots of four rows with one centroid, each summed as [`dot`] sums it (same result bit for bit).
-fn dot4(c: &[f32], r: [&[f32]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; 8]; 4];
-    let n8 = c.len() / 8 * 8;
-    let mut i = 0;
-    while i < n8 {
-        let cc = &c[i..i + 8];
-        for (a, row) in acc.iter_mut().zip(&r) {
-            let x = &row[i..i + 8];
-            for j in 0..8 {
-                a[j] += cc[j] * x[j];
-            }
-        }
-        i += 8;
-    }
-    let mut out = [0f32; 4];
-    for (o, (a, row)) in out.iter_mut().zip(acc.iter().zip(&r)) {
-        let tail: f32 = c[n8..].iter().zip(&row[n8..]).map(|(x, y)| x * y).sum();
-        *o = a.iter().sum::<f32>() + tail;
-    }
-    out
+/// Centroids per tile of [`CentroidTiles`].
+const TILE: usize = 16;
+/// Rows scored together against a tile.
+const ROWS: usize = 4;
+
+/// Centroids laid out for scoring many rows: tiles of 16 centroids, dims-major within a tile
+/// (zero-padded), so the inner loop broadcasts one component of 4 rows and multiplies it into
+/// 16 contiguous centroid components (4 × 16 accumulators: registers with AVX2).
+pub struct CentroidTiles {
+    tiles: Vec<f32>,
+    partitions: usize,
+    dims: usize,
 }
 
-/// The nearest centroid (largest inner product, ties to the lower index) and its score for each
-/// row of `rows` (row-major, `dims` wide), on the calling thread.
-pub fn nearest_centroids(centroids: &[f32], dims: usize, rows: &[f32]) -> Vec<(u32, f32)> {
-    let n = rows.len() / dims;
-    let mut best = vec![(0u32, f32::NEG_INFINITY); n];
-    let mut r = 0;
-    while r + 4 <= n {
-        let rs = [0, 1, 2, 3].map(|j| &rows[(r + j) * dims..(r + j + 1) * dims]);
-        for (c, cen) in centroids.chunks_exact(dims).enumerate() {
-            let s = dot4(cen, rs);
-            for j in 0..4 {
-                if s[j] > best[r + j].1 {
-                    best[r + j] = (c as u32, s[j]);
+impl CentroidTiles {
+    /// Lays out `centroids` (`P × dims`, row-major).
+    pub fn new(centroids: &[f32], dims: usize) -> Self {
+        let partitions = centroids.len().checked_div(dims).unwrap_or(0);
+        let mut tiles = vec![0f32; partitions.div_ceil(TILE) * dims * TILE];
+        for (c, row) in centroids.chunks_exact(dims).enumerate() {
+            let base = (c / TILE) * dims * TILE + c % TILE;
+            for (i, &v) in row.iter().enumerate() {
+                tiles[base + i * TILE] = v;
+            }
+        }
+        Self {
+            tiles,
+            partitions,
+            dims,
+        }
+    }
+
+    /// The nearest centroid (largest inner product, ties to the lower index) and its score for
+    /// each row of `rows` (row-major), on the calling thread. Each score is summed over the
+    /// components in order in f32; the AVX2 path (taken when the CPU has it) does the same
+    /// multiplications and additions, so the results do not depend on the CPU.
+    pub fn nearest(&self, rows: &[f32]) -> Vec<(u32, f32)> {
+        let n = rows.len().checked_div(self.dims).unwrap_or(0);
+        let mut best = vec![(0u32, f32::NEG_INFINITY); n];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { self.nearest_avx2(rows, &mut best) };
+            return best;
+        }
+        self.nearest_into(rows, &mut best);
+        best
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn nearest_avx2(&self, rows: &[f32], best: &mut [(u32, f32)]) {
+        self.nearest_into(rows, best)
+    }
+
+    #[inline(always)]
+    fn nearest_into(&self, rows: &[f32], best: &mut [(u32, f32)]) {
+        let d = self.dims;
+        // Blocks of 64 rows stay in cache while every tile passes over them.
+        for (bi, block) in rows.chunks(64 * d).enumerate() {
+            let best = &mut best[bi * 64..bi * 64 + block.len() / d];
+            let m = block.len() / d;
+            for (t, tile) in self.tiles.chunks_exact(d * TILE).enumerate() {
+                let live = TILE.min(self.partitions - t * TILE);
+                let mut r0 = 0;
+                while r0 < m {
+                    let nr = ROWS.min(m - r0);
+                    let mut x: [&[f32]; ROWS] = [&block[r0 * d..(r0 + 1) * d]; ROWS];
+                    for (r, xr) in x.iter_mut().enumerate().take(nr).skip(1) {
+                        *xr = &block[(r0 + r) * d..(r0 + r + 1) * d];
+                    }
+                    let mut acc = [[0f32; TILE]; ROWS];
+                    for (i, c) in tile.chunks_exact(TILE).enumerate() {
+                        let c: &[f32; TILE] = c.try_into().expect("a whole tile row");
+                        for (a, xr) in acc.iter_mut().zip(&x) {
+                            let b = xr[i];
+                            for l in 0..TILE {
+                                a[l] += b * c[l];
+                            }
+                        }
+                    }
+                    for (r, a) in acc.iter().enumerate().take(nr) {
+                        for (l, &score) in a.iter().enumerate().take(live) {
+                            if score > best[r0 + r].1 {
+                                best[r0 + r] = ((t * TILE + l) as u32, score);
+                            }
+                        }
+                    }
+                    r0 += ROWS;
                 }
             }
         }
-        r += 4;
     }
-    for (i, b) in best.iter_mut().enumerate().skip(r) {
-        let row = &rows[i * dims..(i + 1) * dims];
-        for (c, cen) in centroids.chunks_exact(dims).enumerate() {
-            let s = dot(cen, row);
-            if s > b.1 {
-                *b = (c as u32, s);
-            }
-        }
-    }
-    best
+}
+
+/// The nearest centroid (largest inner product, ties to the lower index) and its score for each
+/// row of `rows` (row-major, `dims` wide), on the calling thread (see [`CentroidTiles::nearest`]).
+pub fn nearest_centroids(centroids: &[f32], dims: usize, rows: &[f32]) -> Vec<(u32, f32)> {
+    CentroidTiles::new(centroids, dims).nearest(rows)
 }
 
 /// [`nearest_centroids`] over `threads` threads (the same result whatever the thread count).
 pub fn nearest_centroids_par(centroids: &[f32], dims: usize, rows: &[f32], threads: usize) -> Vec<(u32, f32)> {
+    let tiles = CentroidTiles::new(centroids, dims);
     let n = rows.len() / dims;
     let threads = threads.clamp(1, n.max(1));
     if threads == 1 {
-        return nearest_centroids(centroids, dims, rows);
+        return tiles.nearest(rows);
     }
-    let per = n.div_ceil(threads).div_ceil(4) * 4;
+    let per = n.div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = rows
             .chunks(per * dims)
-            .map(|chunk| s.spawn(move || nearest_centroids(centroids, dims, chunk)))
+            .map(|chunk| {
+                let tiles = &tiles;
+                s.spawn(move || tiles.nearest(chunk))
+            })
             .collect();
         handles
             .into_iter()
@@ -353,6 +405,7 @@ pub fn assign_rows(
     row: &(dyn Fn(u64, &mut [f32]) + Sync),
 ) -> Vec<u32> {
     const BLOCK: usize = 256;
+    let tiles = CentroidTiles::new(centroids, dims);
     let blocks = (n as usize).div_ceil(BLOCK);
     let next = AtomicUsize::new(0);
     let out: Vec<std::sync::atomic::AtomicU32> = (0..n).map(|_| std::sync::atomic::AtomicU32::new(0)).collect();
@@ -371,7 +424,7 @@ pub fn assign_rows(
                     for (i, r) in rows.chunks_exact_mut(dims).enumerate() {
                         row((lo + i) as u64, r);
                     }
-                    for (i, (c, _)) in nearest_centroids(centroids, dims, rows).into_iter().enumerate() {
+                    for (i, (c, _)) in tiles.nearest(rows).into_iter().enumerate() {
                         out[lo + i].store(c, Ordering::Relaxed);
                     }
                 }
@@ -408,15 +461,16 @@ pub struct PartitionSpec {
 /// Builds the usearch index of each partition in `todo` (key = row number, rows fetched by
 /// `row`) and hands each finished one to `done`. With at least twice as many partitions as
 /// threads, each thread builds whole partitions (single-threaded inserts, no contention);
-/// otherwise the partitions are built one after another, each by all threads. `keep_going` is
-/// asked before each partition is started; the number of partitions built is returned.
+/// otherwise the partitions are built one after another, each by all threads. `keep_going(p)` is
+/// asked before partition `p` is started (false: it and the rest are left); the number of
+/// partitions built is returned.
 pub fn build_partitions(
     lists: &PartitionLists,
     todo: &[usize],
     spec: PartitionSpec,
     threads: usize,
     row: &(dyn Fn(u64, &mut [f32]) + Sync),
-    keep_going: &(dyn Fn() -> bool + Sync),
+    keep_going: &(dyn Fn(usize) -> bool + Sync),
     done: &(dyn Fn(usize, usearch::Index) -> Result<()> + Sync),
 ) -> Result<usize> {
     let threads = threads.max(1);
@@ -431,11 +485,15 @@ pub fn build_partitions(
                         let mut f = vec![0f32; spec.dims];
                         let mut q = vec![0i8; spec.dims];
                         loop {
-                            if stop.load(Ordering::Relaxed) || !keep_going() {
+                            if stop.load(Ordering::Relaxed) {
                                 return Ok(());
                             }
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(&p) = todo.get(i) else { return Ok(()) };
+                            if !keep_going(p) {
+                                stop.store(true, Ordering::Relaxed);
+                                return Ok(());
+                            }
                             let keys = lists.of(p);
                             let index = usearch_index(spec.dims, spec.quantization, &spec.hnsw)?;
                             index
@@ -465,7 +523,7 @@ pub fn build_partitions(
         results.into_iter().collect::<Result<()>>()?;
     } else {
         for &p in todo {
-            if !keep_going() {
+            if !keep_going(p) {
                 break;
             }
             let keys = lists.of(p);
@@ -612,7 +670,7 @@ impl PartitionedIndex {
         let lists = PartitionLists::new(&assignment, kmeans.partitions)?;
         let slots: Mutex<Vec<Option<usearch::Index>>> = Mutex::new((0..kmeans.partitions).map(|_| None).collect());
         let todo: Vec<usize> = (0..kmeans.partitions).collect();
-        build_partitions(&lists, &todo, spec, threads, &row, &|| true, &|p, index| {
+        build_partitions(&lists, &todo, spec, threads, &row, &|_| true, &|p, index| {
             slots.lock().unwrap_or_else(|e| e.into_inner())[p] = Some(index);
             Ok(())
         })?;
@@ -759,18 +817,23 @@ mod tests {
     use crate::bench::synthetic::Synthetic;
 
     #[test]
-    fn dot_kernels_agree_with_a_plain_sum() {
+    fn scores_agree_with_a_plain_sum() {
         let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows: Vec<Vec<f32>> = (0..4)
-            .map(|j| (0..37).map(|i| ((i * (j + 2)) as f32 * 0.11).cos()).collect())
-            .collect();
-        for r in &rows {
-            let want: f64 = a.iter().zip(r).map(|(&x, &y)| x as f64 * y as f64).sum();
-            assert!((dot(&a, r) as f64 - want).abs() < 1e-4);
-        }
-        let four = dot4(&a, [&rows[0], &rows[1], &rows[2], &rows[3]]);
-        for (j, r) in rows.iter().enumerate() {
-            assert_eq!(four[j], dot(&a, r), "row {j}: the 4-row kernel sums as the 1-row one");
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        assert!((dot(&a, &b) as f64 - want).abs() < 1e-4);
+        // The tiled scores of 5 rows (a partial block of 4) against 19 centroids (a partial tile).
+        let cen: Vec<f32> = (0..19 * 37).map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0).collect();
+        let rows: Vec<f32> = (0..5 * 37).map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0).collect();
+        let got = nearest_centroids(&cen, 37, &rows);
+        for (r, row) in rows.chunks_exact(37).enumerate() {
+            let scores: Vec<f64> = cen
+                .chunks_exact(37)
+                .map(|c| c.iter().zip(row).map(|(&x, &y)| x as f64 * y as f64).sum())
+                .collect();
+            let best = (0..19).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+            assert_eq!(got[r].0 as usize, best, "row {r}");
+            assert!((got[r].1 as f64 - scores[best]).abs() < 1e-4);
         }
     }
 

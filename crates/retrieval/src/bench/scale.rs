@@ -21,12 +21,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::synthetic::Synthetic;
-use super::{measure_search_found, open_view, quantize_max_abs, recall_at_k, Feed, RawVectors, Rss, Truth};
+use super::{
+    measure_search_found, measure_with, open_view, quantize_max_abs, recall_at_k, Feed, RawVectors, Rss, Truth,
+};
 use crate::builder::usearch_index;
 use crate::error::{format_err, io_err, usearch_err, Result, RetrievalError};
 use crate::manifest::{HnswParams, Quantization};
@@ -60,6 +63,15 @@ pub struct ScaleParams {
     pub noise: f32,
     /// Seed of the synthetic distribution.
     pub seed: u64,
+    /// Partitions: 1 is one HNSW index (`index.usearch`); more is a partition-routed index
+    /// ([`crate::partition`]: `centroids.f32`, `assign.u32`, `part-NNNNN.usearch`). A state
+    /// written before this field existed reads as 1.
+    #[serde(default = "one")]
+    pub partitions: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ScaleParams {
@@ -92,6 +104,12 @@ impl ScaleParams {
                 self.n,
                 self.dims,
                 u32::MAX
+            )));
+        }
+        if self.partitions == 0 || self.partitions as u64 > self.n {
+            return Err(RetrievalError::Input(format!(
+                "--partitions {}: expected 1 to n ({})",
+                self.partitions, self.n
             )));
         }
         if self.connectivity < 2 || self.expansion_add == 0 {
@@ -131,6 +149,7 @@ impl ScaleParams {
         cmp("centres", self.centres.to_string(), asked.centres.to_string());
         cmp("noise", self.noise.to_string(), asked.noise.to_string());
         cmp("seed", self.seed.to_string(), asked.seed.to_string());
+        cmp("partitions", self.partitions.to_string(), asked.partitions.to_string());
         d
     }
 }
@@ -146,7 +165,8 @@ pub struct ScaleState {
     pub complete: bool,
     /// Build calls (a call on a complete build does not count).
     pub calls: u32,
-    /// Seconds inserting, over all calls.
+    /// Seconds inserting, over all calls (partitioned builds: summed over the threads that build
+    /// partitions side by side; read `wall_s` for the build time).
     pub insert_s: f64,
     /// Seconds loading the saved index to resume, over all calls.
     pub load_s: f64,
@@ -164,6 +184,21 @@ pub struct ScaleState {
     pub save_bytes_per_s: Option<f64>,
     /// The SIMD kernels usearch used.
     pub simd: String,
+    /// Partitioned builds: seconds training the k-means centroids.
+    #[serde(default)]
+    pub train_s: f64,
+    /// Partitioned builds: seconds assigning every row to its nearest centroid.
+    #[serde(default)]
+    pub assign_s: f64,
+    /// Partitioned builds: partitions saved.
+    #[serde(default)]
+    pub parts_done: usize,
+    /// Partitioned builds: rows in the largest and the smallest partition.
+    #[serde(default)]
+    pub part_rows_max: u64,
+    /// See `part_rows_max`.
+    #[serde(default)]
+    pub part_rows_min: u64,
 }
 
 impl ScaleState {
@@ -182,6 +217,11 @@ impl ScaleState {
             peak_rss_bytes: 0,
             save_bytes_per_s: None,
             simd: String::new(),
+            train_s: 0.0,
+            assign_s: 0.0,
+            parts_done: 0,
+            part_rows_max: 0,
+            part_rows_min: 0,
         }
     }
 }
@@ -239,7 +279,8 @@ pub struct ScaleBuild {
     pub budget_s: f64,
     /// Also save every this many seconds (a kill then loses at most that much).
     pub checkpoint_s: Option<f64>,
-    /// Stop after this many chunks in this call (tests; as if the budget ran out).
+    /// Stop after this many chunks (partitioned builds: partitions) in this call (tests; as if
+    /// the budget ran out).
     pub max_chunks: Option<u64>,
     /// Progress on stderr.
     pub progress: bool,
@@ -279,6 +320,9 @@ pub fn build_scale(dir: &Path, cfg: &ScaleBuild, started: Instant) -> Result<Bui
             memory_bytes: 0,
             rss: Rss::now(),
         });
+    }
+    if p.partitions > 1 {
+        return build_partitioned(dir, cfg, started, state);
     }
     let call = Instant::now();
     let synth = p.synthetic()?;
@@ -393,6 +437,233 @@ pub fn build_scale(dir: &Path, cfg: &ScaleBuild, started: Instant) -> Result<Bui
         call_s,
         stopped,
         memory_bytes: index.memory_usage() as u64,
+        rss,
+    })
+}
+
+/// The partition assignment of a partitioned build (`n` little-endian u32).
+pub const ASSIGN_FILE: &str = "assign.u32";
+
+/// One call of a partitioned build (`params.partitions > 1`): k-means centroids on a strided
+/// sample (once, saved), the nearest centroid of every row (once, saved), then the partitions
+/// not yet saved, largest first, each saved as soon as it is built. A partition is started only
+/// while the budget still holds it (timed by the slowest rows-per-second of the partitions done
+/// in this call, +30 %), so the call ends with whole partitions saved.
+fn build_partitioned(dir: &Path, cfg: &ScaleBuild, started: Instant, mut state: ScaleState) -> Result<BuildCall> {
+    use crate::partition::{
+        assign_rows, build_partitions, part_file, read_centroids, sample_rows, save_centroids, save_part,
+        train_centroids, KMeansConfig, PartitionLists, PartitionSpec, CENTROIDS_FILE,
+    };
+    let p = cfg.params;
+    let parts = p.partitions;
+    let threads = cfg.threads.max(1);
+    let call = Instant::now();
+    let synth = p.synthetic()?;
+    let row = |r: u64, out: &mut [f32]| {
+        synth.base_row(r, out);
+    };
+    let centroids = if dir.join(CENTROIDS_FILE).is_file() {
+        read_centroids(dir, parts, p.dims)?
+    } else {
+        let t = Instant::now();
+        let km = KMeansConfig::new(parts);
+        let ids = sample_rows(p.n, km.sample_rows.max(parts));
+        let mut sample = vec![0f32; ids.len() * p.dims];
+        let per = ids.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for (chunk, rows) in sample.chunks_mut(per * p.dims).zip(ids.chunks(per)) {
+                let synth = &synth;
+                s.spawn(move || {
+                    for (out, &r) in chunk.chunks_exact_mut(p.dims).zip(rows) {
+                        synth.base_row(r, out);
+                    }
+                });
+            }
+        });
+        let c = train_centroids(&sample, p.dims, parts, km.iterations, km.seed ^ p.seed, threads)?;
+        save_centroids(dir, &c)?;
+        state.train_s += t.elapsed().as_secs_f64();
+        if cfg.progress {
+            eprintln!(
+                "search-scale: k-means of {parts} centroids on {} rows in {:.1} s",
+                ids.len(),
+                state.train_s
+            );
+        }
+        c
+    };
+    let assign_path = dir.join(ASSIGN_FILE);
+    let assignment: Vec<u32> = match std::fs::read(&assign_path) {
+        Ok(bytes) if bytes.len() as u64 == 4 * p.n => bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Ok(bytes) => {
+            return Err(format_err(
+                &assign_path,
+                format!(
+                    "holds {} bytes; expected {} rows × u32; remove the folder to start over",
+                    bytes.len(),
+                    p.n
+                ),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = Instant::now();
+            let a = assign_rows(&centroids, p.dims, p.n, threads, &row);
+            let bytes: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let tmp = dir.join(format!("{ASSIGN_FILE}.partial"));
+            std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, &assign_path).map_err(io_err(&assign_path))?;
+            state.assign_s += t.elapsed().as_secs_f64();
+            if cfg.progress {
+                eprintln!(
+                    "search-scale: assigned {} rows to {parts} partitions in {:.1} s",
+                    p.n, state.assign_s
+                );
+            }
+            a
+        }
+        Err(e) => return Err(io_err(&assign_path)(e)),
+    };
+    let lists = PartitionLists::new(&assignment, parts)?;
+    drop(assignment);
+    let sizes: Vec<u64> = (0..parts).map(|q| lists.of(q).len() as u64).collect();
+    state.part_rows_max = sizes.iter().copied().max().unwrap_or(0);
+    state.part_rows_min = sizes.iter().copied().min().unwrap_or(0);
+    let is_done = |q: usize| dir.join(part_file(q)).is_file();
+    let mut todo: Vec<usize> = (0..parts).filter(|&q| !is_done(q)).collect();
+    todo.sort_by_key(|&q| (std::cmp::Reverse(sizes[q]), q));
+    let start_rows: u64 = (0..parts).filter(|&q| is_done(q)).map(|q| sizes[q]).sum();
+    if cfg.progress && start_rows > 0 {
+        eprintln!(
+            "search-scale: resumed {start_rows}/{} rows ({} of {parts} partitions saved)",
+            p.n,
+            parts - todo.len()
+        );
+    }
+
+    struct Tally {
+        rows: u64,
+        parts: usize,
+        save_s: f64,
+        insert_s: f64,
+        secs_per_row: f64,
+        bytes: u64,
+        stopped: Option<String>,
+    }
+    let tally = Mutex::new(Tally {
+        rows: 0,
+        parts: 0,
+        save_s: 0.0,
+        insert_s: 0.0,
+        secs_per_row: 0.0,
+        bytes: 0,
+        stopped: None,
+    });
+    let started_parts = std::sync::atomic::AtomicU64::new(0);
+    // Each partition is timed from its start: one thread per partition when there are many.
+    let part_started: Mutex<std::collections::HashMap<usize, Instant>> = Mutex::new(Default::default());
+    let keep_going = |q: usize| -> bool {
+        let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+        if t.stopped.is_some() {
+            return false;
+        }
+        if cfg
+            .max_chunks
+            .is_some_and(|m| started_parts.load(Ordering::Relaxed) >= m)
+        {
+            t.stopped = Some(format!("--max-chunks {} (partitions)", cfg.max_chunks.unwrap_or(0)));
+            return false;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let est = t.secs_per_row * sizes[q] as f64 * 1.3 + 1.0;
+        if elapsed + est > cfg.budget_s {
+            t.stopped = Some(format!(
+                "budget: {elapsed:.0} s spent of {:.0} s, a partition of {} rows takes ~{est:.0} s",
+                cfg.budget_s, sizes[q]
+            ));
+            return false;
+        }
+        started_parts.fetch_add(1, Ordering::Relaxed);
+        part_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(q, Instant::now());
+        true
+    };
+    let done = |q: usize, index: usearch::Index| -> Result<()> {
+        let t0 = part_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&q)
+            .unwrap_or_else(Instant::now);
+        let built = t0.elapsed().as_secs_f64();
+        let t = Instant::now();
+        save_part(dir, q, &index)?;
+        let save = t.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(dir.join(part_file(q))).map_or(0, |m| m.len());
+        let mut tl = tally.lock().unwrap_or_else(|e| e.into_inner());
+        tl.rows += sizes[q];
+        tl.parts += 1;
+        tl.save_s += save;
+        tl.insert_s += built;
+        tl.bytes += bytes;
+        tl.secs_per_row = tl.secs_per_row.max((built + save) / sizes[q].max(1) as f64);
+        if cfg.progress && (tl.parts.is_multiple_of(64) || tl.parts == todo.len()) {
+            eprintln!(
+                "search-scale: {}/{} rows, {} of {} partitions this call ({:.0} s)",
+                start_rows + tl.rows,
+                p.n,
+                tl.parts,
+                todo.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    };
+    let spec = PartitionSpec {
+        dims: p.dims,
+        quantization: p.quantization,
+        hnsw: p.hnsw(),
+    };
+    build_partitions(&lists, &todo, spec, threads, &row, &keep_going, &done)?;
+    let tl = tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    let done_parts: Vec<usize> = (0..parts).filter(|&q| is_done(q)).collect();
+    state.rows_done = done_parts.iter().map(|&q| sizes[q]).sum();
+    state.parts_done = done_parts.len();
+    state.file_bytes = done_parts
+        .iter()
+        .map(|&q| std::fs::metadata(dir.join(part_file(q))).map_or(0, |m| m.len()))
+        .sum::<u64>()
+        + (parts * p.dims * 4) as u64;
+    state.complete = state.parts_done == parts;
+    state.saves += tl.parts as u32;
+    // Partitions are built side by side: their seconds are summed over threads; the call's wall
+    // time is the figure to read.
+    state.insert_s += tl.insert_s;
+    state.save_s += tl.save_s;
+    let rss = Rss::now();
+    state.calls += 1;
+    let call_s = call.elapsed().as_secs_f64();
+    state.wall_s += call_s;
+    state.peak_rss_bytes = state.peak_rss_bytes.max(rss.peak_rss_bytes.unwrap_or(0));
+    state.simd = usearch_index(p.dims, p.quantization, &p.hnsw())?.hardware_acceleration();
+    if tl.bytes > 0 {
+        state.save_bytes_per_s = Some(tl.bytes as f64 / tl.save_s.max(1e-3));
+    }
+    write_state(dir, &state)?;
+    let stopped = if state.complete {
+        None
+    } else {
+        Some(tl.stopped.unwrap_or_else(|| "stopped".into()))
+    };
+    Ok(BuildCall {
+        rows_this_call: state.rows_done - start_rows,
+        state,
+        call_s,
+        stopped,
+        memory_bytes: 0,
         rss,
     })
 }
@@ -584,6 +855,8 @@ pub struct ScaleMeasure {
     pub queries: usize,
     /// efSearch values, one measurement each.
     pub expansion_search: Vec<usize>,
+    /// Partitioned builds: partitions searched per query, one measurement per value and efSearch.
+    pub probe: Vec<usize>,
     /// Threads for the exact search and for QPS.
     pub threads: usize,
     /// Time the query set for at least this many seconds per efSearch.
@@ -611,6 +884,8 @@ pub struct OpenResult {
 pub struct ScaleSearch {
     /// efSearch.
     pub expansion_search: usize,
+    /// Partitions searched per query (`None`: one HNSW index).
+    pub probe: Option<usize>,
     /// Queries in the set.
     pub queries: usize,
     /// Threads sharing the query set for the QPS.
@@ -663,17 +938,47 @@ pub fn measure_scale(dir: &Path, params: &ScaleParams, cfg: &ScaleMeasure) -> Re
         ));
     }
     let threads = cfg.threads.max(1);
+    if params.partitions > 1 && (cfg.probe.is_empty() || cfg.probe.contains(&0)) {
+        return Err(RetrievalError::Input("every --probe must be positive".into()));
+    }
     let index_path = dir.join(INDEX_FILE);
-    let file_bytes = std::fs::metadata(&index_path).map_err(io_err(&index_path))?.len();
     let rss_before_open = Rss::now();
     let t = Instant::now();
-    let view = open_view(&index_path, params.dims, params.quantization, &params.hnsw(), threads)?;
+    let opened = if params.partitions > 1 {
+        let spec = crate::partition::PartitionSpec {
+            dims: params.dims,
+            quantization: params.quantization,
+            hnsw: params.hnsw(),
+        };
+        Opened::Parts(crate::partition::PartitionedIndex::open(
+            dir,
+            spec,
+            params.partitions,
+            threads,
+            true,
+        )?)
+    } else {
+        Opened::One(open_view(
+            &index_path,
+            params.dims,
+            params.quantization,
+            &params.hnsw(),
+            threads,
+        )?)
+    };
     let open_s = t.elapsed().as_secs_f64();
     let rss_after_open = Rss::now();
-    if view.size() as u64 != params.n {
+    let (size, file_bytes) = match &opened {
+        Opened::One(v) => (
+            v.size(),
+            std::fs::metadata(&index_path).map_err(io_err(&index_path))?.len(),
+        ),
+        Opened::Parts(ix) => (ix.size(), state.file_bytes),
+    };
+    if size as u64 != params.n {
         return Err(format_err(
             &index_path,
-            format!("holds {} vectors; expected {}", view.size(), params.n),
+            format!("holds {size} vectors; expected {}", params.n),
         ));
     }
     let synth = params.synthetic()?;
@@ -692,29 +997,50 @@ pub fn measure_scale(dir: &Path, params: &ScaleParams, cfg: &ScaleMeasure) -> Re
     let truth_s = if truth_cached { 0.0 } else { t.elapsed().as_secs_f64() };
     let queries = RawVectors::from_vec(queries, params.dims)?;
     let mut searches = Vec::new();
-    for &ef in &cfg.expansion_search {
-        let (r, found) = measure_search_found(
-            &view,
-            params.feed(),
-            &queries,
-            &truth,
-            TRUTH_K,
-            ef,
-            threads,
-            cfg.min_seconds,
-        )?;
-        searches.push(ScaleSearch {
-            expansion_search: ef,
-            queries: r.queries,
-            threads: r.threads,
-            rounds: r.rounds,
-            qps: r.qps,
-            recall_at_5: recall_at_k(&found, &truth, 5),
-            recall_at_10: r.recall,
-            latency_p50_ms: r.latency_p50_ms,
-            latency_p99_ms: r.latency_p99_ms,
-            rss_after: Rss::now(),
-        });
+    let probes: Vec<Option<usize>> = match &opened {
+        Opened::One(_) => vec![None],
+        Opened::Parts(_) => cfg.probe.iter().map(|&p| Some(p)).collect(),
+    };
+    for probe in probes {
+        for &ef in &cfg.expansion_search {
+            let (r, found) = match (&opened, probe) {
+                (Opened::Parts(ix), Some(probe)) => {
+                    ix.change_expansion_search(ef);
+                    let search = |q: usize| -> Result<Vec<u64>> {
+                        Ok(ix
+                            .search(queries.row(q), TRUTH_K, probe)?
+                            .into_iter()
+                            .map(|(k, _)| k)
+                            .collect())
+                    };
+                    measure_with(&search, queries.rows(), &truth, TRUTH_K, ef, threads, cfg.min_seconds)?
+                }
+                (Opened::One(view), _) => measure_search_found(
+                    view,
+                    params.feed(),
+                    &queries,
+                    &truth,
+                    TRUTH_K,
+                    ef,
+                    threads,
+                    cfg.min_seconds,
+                )?,
+                (Opened::Parts(_), None) => unreachable!("partitioned measurements have a probe"),
+            };
+            searches.push(ScaleSearch {
+                expansion_search: ef,
+                probe,
+                queries: r.queries,
+                threads: r.threads,
+                rounds: r.rounds,
+                qps: r.qps,
+                recall_at_5: recall_at_k(&found, &truth, 5),
+                recall_at_10: r.recall,
+                latency_p50_ms: r.latency_p50_ms,
+                latency_p99_ms: r.latency_p99_ms,
+                rss_after: Rss::now(),
+            });
+        }
     }
     Ok(Measurement {
         open: OpenResult {
@@ -727,6 +1053,12 @@ pub fn measure_scale(dir: &Path, params: &ScaleParams, cfg: &ScaleMeasure) -> Re
         truth_cached,
         searches,
     })
+}
+
+/// The index a measurement opened.
+enum Opened {
+    One(usearch::Index),
+    Parts(crate::partition::PartitionedIndex),
 }
 
 /// The cached exact top-10 of the first `queries` queries in `dir`.
@@ -748,6 +1080,7 @@ mod tests {
             centres: 40,
             noise: 0.75,
             seed: 5,
+            partitions: 1,
         }
     }
 
@@ -805,6 +1138,7 @@ mod tests {
         let m = ScaleMeasure {
             queries: 100,
             expansion_search: vec![64],
+            probe: vec![],
             threads: 2,
             min_seconds: 0.0,
             progress: false,
@@ -879,5 +1213,63 @@ mod tests {
         assert_eq!((c.rows_this_call, c.state.rows_done), (0, 0));
         assert!(c.stopped.unwrap().starts_with("budget"));
         assert!(!c.state.complete);
+    }
+
+    #[test]
+    fn a_partitioned_build_resumes_by_partitions_and_finds_the_exact_neighbours() {
+        let n = 20_000;
+        let mut p = params(n);
+        p.partitions = 8;
+        let m = ScaleMeasure {
+            queries: 100,
+            expansion_search: vec![64],
+            probe: vec![1, 3],
+            threads: 2,
+            min_seconds: 0.0,
+            progress: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // At most 3 partitions per call: 3 + 3 + 2.
+        let mut parts_done = Vec::new();
+        for _ in 0..3 {
+            let c = build_scale(dir.path(), &build(p, 4096, Some(3)), Instant::now()).unwrap();
+            parts_done.push(c.state.parts_done);
+            if !c.state.complete {
+                assert!(c.stopped.unwrap().contains("max-chunks"));
+                let e = measure_scale(dir.path(), &p, &m).unwrap_err().to_string();
+                assert!(e.contains("rerun the build"), "{e}");
+            }
+        }
+        assert_eq!(parts_done, vec![3, 6, 8]);
+        let state = read_state(dir.path(), &p).unwrap().unwrap();
+        assert!(state.complete && state.rows_done == n && state.calls == 3);
+        assert!(state.part_rows_min > 0 && state.part_rows_max < n);
+        let r = measure_scale(dir.path(), &p, &m).unwrap();
+        assert_eq!(r.searches.len(), 2);
+        assert_eq!((r.searches[0].probe, r.searches[1].probe), (Some(1), Some(3)));
+        // Against the exact top-10 of the regenerated base (40 clusters of 500 in 8 partitions).
+        let r3 = r.searches[1].recall_at_5;
+        assert!(r3 > 0.9 && r3 >= r.searches[0].recall_at_5 - 0.02, "recall@5 {r3}");
+        // The same folder asked as a single index is another build.
+        let e = build_scale(dir.path(), &build(params(n), 4096, None), Instant::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("partitions: saved 8, asked 1"), "{e}");
+    }
+
+    #[test]
+    fn a_state_written_before_partitions_existed_reads_as_one_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = params(500);
+        build_scale(dir.path(), &build(p, 100, Some(1)), Instant::now()).unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["params"].as_object_mut().unwrap().remove("partitions");
+        for f in ["train_s", "assign_s", "parts_done", "part_rows_max", "part_rows_min"] {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        std::fs::write(&path, v.to_string()).unwrap();
+        let s = read_state(dir.path(), &p).unwrap().unwrap();
+        assert_eq!((s.params.partitions, s.rows_done), (1, 100));
     }
 }
