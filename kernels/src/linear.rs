@@ -94,6 +94,18 @@ pub fn gemv_counts() -> (u64, u64) {
     (0, 0)
 }
 
+/// GEMV products enqueued as programmatic dependents (`cuLaunchKernelEx` with programmatic stream
+/// serialization, on Hopper unless `RESEARCH_GEMV_PDL=0`; see `linear/cuda.rs`), also counted in
+/// [`gemv_counts`]. Always 0 without the `cuda` feature. For diagnostics and the GPU test binaries.
+pub fn gemv_pdl_count() -> u64 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::GEMV_PDL_LAUNCHED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "cuda"))]
+    0
+}
+
 /// The most rows a product may have to take the GEMV route: `RESEARCH_GEMV_MAX_M` (1 to 8),
 /// default 1. In run J (docs/benchmarks.md) the kernels beat cuBLASLt at M = 1 on the 3584-wide
 /// weights (0.67 and 0.58 of copy bandwidth against 0.54 and 0.43) but fell far behind at M = 8

@@ -40,6 +40,16 @@ if [ "${SKIP_GEMM:-0}" != 1 ]; then
   CUBECL_AUTOTUNE_LEVEL=minimal timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm check 2>&1 | tee -a "$OUT/gemm.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench ${GEMM_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
+  # Decode M = 1 (issue 7): as above, then without programmatic dependent launch (impl `-nopdl`),
+  # then with burn's separate output task (`-twotask`), each at 50 and 500 calls per timing (the
+  # second amortises the fixed start and sync of a timed loop); own file, gemm_table.py ignores it.
+  if [ "${SKIP_GEMV_COMPARE:-0}" != 1 ]; then
+    for v in RESEARCH_GEMV_PDL=1 RESEARCH_GEMV_PDL=0 RESEARCH_GEMM_ONE_TASK=0; do
+      for it in 50 500; do
+        env $v timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench --max-m 1 --iters $it 2>&1 | tee -a "$OUT/bench_gemv.jsonl"
+      done
+    done
+  fi
   timeout ${GEMM_TIMEOUT:-200} python3 tests/gpu/bench_gemm_torch.py 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
 fi
 if [ "${SKIP_ATTENTION:-0}" != 1 ]; then

@@ -17,22 +17,25 @@
 //!   from that output once per (device, stream id), check it with `cuStreamQuery`, and cache it.
 //!   The cuBLASLt call is then enqueued on that stream from the device thread: ordered after
 //!   burn's producers and before its consumers, no host synchronisation.
-//! - The output is allocated by burn (`client.empty`) on the same stream; the cuBLASLt workspace
-//!   (32 MiB per stream) is one `cuMemAlloc` kept for the process.
+//! - The output is reserved in burn's memory pool on the same stream, as `client.empty` would
+//!   (see "Host cost per call"); the cuBLASLt workspace (32 MiB per stream) is one `cuMemAlloc`
+//!   kept for the process.
 //!
 //! Decode products (issue 7's second part). A forward linear product with `M ≤ 8` rows in
 //! bf16/f16 whose weight layout `linear/gemv.rs` accepts runs our GEMV kernels (`gemv.cu`, NVRTC
 //! for the device's architecture, loaded once per device and `(dtype, M)`, launched with
-//! `cuLaunchKernel` on the same stream; split-K needs an f32 scratch buffer and arrival counters,
-//! both kept per stream for the process: the scratch one `cuMemAlloc` grown when a larger product
-//! comes (a launch reads its partial sums only within itself, and launches on one stream run in
-//! order, so the next one may reuse them; outgrown buffers are kept, not freed under a kernel that
+//! `cuLaunchKernel`, or `cuLaunchKernelEx` on Hopper (below), on the same stream; split-K needs an
+//! f32 scratch buffer and arrival counters, both kept per stream for the process: the scratch one
+//! `cuMemAlloc` grown when a larger product comes (a launch reads its partial sums only within
+//! itself, and the next launch on the stream touches them only after its `griddepcontrol.wait`,
+//! i.e. after this one has finished, or not before this one finished at all without programmatic
+//! dependent launch, so it may reuse them; outgrown buffers are kept, not freed under a kernel that
 //! may still run), the counters one `cuMemAlloc` of `gemv::COUNTERS` u32, zeroed once on that
-//! stream and left at zero by every launch). The device call decides last: when `W` (or, K-contiguous, `X`) is not
-//! 16-byte aligned, or the module fails to compile/load or launch, the same call runs cuBLASLt
-//! instead (counted in `gemv_counts().1`, warned once per reason), so a planned GEMV never needs a
-//! host-side fallback. `RESEARCH_GEMV=off` plans none (for comparisons). Backward products and the
-//! batched `matmul` never take the GEMV route.
+//! stream and left at zero by every launch). The device call decides last: when `W` (or,
+//! K-contiguous, `X`) is not 16-byte aligned, or the module fails to compile/load or launch, the
+//! same call runs cuBLASLt instead (counted in `gemv_counts().1`, warned once per reason), so a
+//! planned GEMV never needs a host-side fallback. `RESEARCH_GEMV=off` plans none (for
+//! comparisons). Backward products and the batched `matmul` never take the GEMV route.
 //!
 //! Host round trips. `submit_blocking` makes the calling thread wait until cubecl's device thread
 //! has run the closure: a few microseconds per product, comparable to a whole 25 MB GEMV. cubecl
@@ -50,17 +53,31 @@
 //!
 //! Host cost per call. A decode GEMV over a 25 MB weight takes 6–8 µs of GPU time, so the host
 //! path of a product must stay below that or the GPU idles between calls. Per product the calling
-//! thread allocates the output (`client.empty`: one task for the device thread) and submits one
-//! closure; environment switches are read once per process, the `DeviceHandle` and the keys that
-//! already succeeded are looked up in thread-local lists (no global lock, no hashing on a hit), and
-//! the split-K scratch is no longer a per-call allocation. On the device thread the closure
-//! resolves 3–4 buffers and makes one `cuLaunchKernel`.
+//! thread reserves the output and submits one closure: the reservation is cubecl's own
+//! (`ComputeClient::empty` = the server's layout policy applied host-side, then an
+//! `initialize_memory` task for the device thread; the policy is reached through the server
+//! utilities of the public `DeviceHandle::utilities`), but its `initialize_memory` runs at the start
+//! of the product's closure instead of as a task of its own, so a product is one device-thread task,
+//! not two (`RESEARCH_GEMM_ONE_TASK=0` goes back to `client.empty`). Environment switches are read
+//! once per process, the `DeviceHandle`, its utilities and the keys that already succeeded are looked
+//! up in thread-local lists (no global lock, no hashing on a hit), and the split-K scratch is not a
+//! per-call allocation. On the device thread the closure resolves 3–4 buffers and makes one launch.
+//!
+//! Programmatic dependent launch. On Hopper (compute capability ≥ 9) the GEMV kernels are launched
+//! with `cuLaunchKernelEx` and `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: a GEMV that
+//! follows another kernel on the stream may be scheduled while that one drains, prefetches its
+//! first weight rows to L2, and waits (`griddepcontrol.wait`) before reading anything the previous
+//! kernels wrote; every GEMV kernel signals `griddepcontrol.launch_dependents` first thing, so
+//! back-to-back GEMVs overlap one's tail with the next one's start (`gemv.cu`'s doc comment gives
+//! the reasoning, including why the prefetch is safe after an optimizer step). Counted in
+//! `gemv_pdl_count()`; `RESEARCH_GEMV_PDL=0` launches plainly, as does any other device, and a
+//! refused attribute launch falls back to `cuLaunchKernel` for the rest of the process (warned).
 
 use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
@@ -74,7 +91,7 @@ use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::cubecl::device::{Device, DeviceId};
 use burn_cubecl::cubecl::device_handle::DeviceHandle;
-use burn_cubecl::cubecl::server::{ComputeServer, Handle};
+use burn_cubecl::cubecl::server::{ComputeServer, Handle, MemoryLayoutDescriptor, MemoryLayoutPolicy, ServerUtilities};
 use burn_cubecl::cubecl::stream_id::StreamId;
 use burn_cubecl::cubecl::Runtime;
 use burn_cubecl::tensor::CubeTensor;
@@ -267,24 +284,54 @@ fn sync_forced() -> bool {
     *SYNC.get_or_init(|| std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1"))
 }
 
+/// A device's handle and, unless `RESEARCH_GEMM_ONE_TASK=0` or the downcast fails, its server
+/// utilities (for reserving outputs host-side, see [`reserve_output`]).
+type DeviceEntry = (DeviceId, DeviceHandle<Server>, Option<Arc<ServerUtilities<Server>>>);
+
 thread_local! {
     /// This thread's copy of keys known to be good (a short list: one entry per layer shape).
     static KNOWN_HERE: std::cell::RefCell<Vec<HostKey>> = const { std::cell::RefCell::new(Vec::new()) };
     /// This thread's device handles (`DeviceHandle::new` takes cubecl's global channel lock).
-    static HANDLES: std::cell::RefCell<Vec<(DeviceId, DeviceHandle<Server>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static HANDLES: std::cell::RefCell<Vec<DeviceEntry>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn device_handle(id: DeviceId) -> DeviceHandle<Server> {
+/// Whether `RESEARCH_GEMM_ONE_TASK=0` asks for burn's `client.empty` (its own device-thread task)
+/// instead of initializing the output inside the product's task (read once per process).
+fn one_task_disabled() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("RESEARCH_GEMM_ONE_TASK").is_ok_and(|v| v.trim() == "0"))
+}
+
+fn device_handle(id: DeviceId) -> (DeviceHandle<Server>, Option<Arc<ServerUtilities<Server>>>) {
     HANDLES.with(|h| {
         let mut h = h.borrow_mut();
-        if let Some((_, d)) = h.iter().find(|(i, _)| *i == id) {
-            return d.clone();
+        if let Some((_, d, u)) = h.iter().find(|(i, _, _)| *i == id) {
+            return (d.clone(), u.clone());
         }
         let d = DeviceHandle::<Server>::new(id);
-        h.push((id, d.clone()));
-        d
+        let u = if one_task_disabled() {
+            None
+        } else {
+            d.utilities().downcast::<ServerUtilities<Server>>().ok()
+        };
+        h.push((id, d.clone(), u.clone()));
+        (d, u)
     })
+}
+
+/// Reserves a contiguous `bytes`-byte output on this thread's stream the way cubecl's
+/// `ComputeClient::empty` does (cubecl-runtime 0.10 `do_empty`: the server's layout policy applied
+/// host-side), but returns the `initialize_memory` step to run on the device thread instead of
+/// submitting it as a task of its own: [`Call::run`] does it first, so the output allocation and the
+/// product are one device-thread task (in the same FIFO position `client.empty`'s task would have
+/// had, right before the product's). Returns the output handle and the base handle to initialize.
+fn reserve_output(utilities: &ServerUtilities<Server>, stream_id: StreamId, bytes: usize) -> Option<(Handle, Handle)> {
+    let descriptor = MemoryLayoutDescriptor::contiguous([bytes].into(), 1);
+    let (base, mut layouts) = utilities.layout_policy.apply(stream_id, &[descriptor]);
+    if layouts.len() != 1 {
+        return None;
+    }
+    Some((layouts.remove(0).memory, base))
 }
 
 fn may_skip_wait(key: &HostKey) -> bool {
@@ -323,7 +370,16 @@ fn launch(
 ) -> Option<CT> {
     let dtype = x.dtype;
     let elem = dtype.size();
-    let out_handle = x.client.empty(plan.batch * plan.m * plan.n * elem);
+    let bytes = plan.batch * plan.m * plan.n * elem;
+    let device_id = x.device.to_id();
+    let (device, utilities) = device_handle(device_id);
+    // The output: reserved here and initialized by the product's own task when the server's
+    // utilities are at hand, else through burn (`client.empty`, one more task).
+    let stream_id = StreamId::current();
+    let (out_handle, init) = match utilities.and_then(|u| reserve_output(&u, stream_id, bytes)) {
+        Some((out, base)) => (out, Some((base, stream_id))),
+        None => (x.client.empty(bytes), None),
+    };
     let call = Call {
         plan,
         dtype,
@@ -331,9 +387,9 @@ fn launch(
         w: w.handle.clone(),
         bias: bias.map(|b| b.handle.clone()),
         out: out_handle.clone(),
+        init,
         gemv,
     };
-    let device_id = x.device.to_id();
     let key_device: DevKey = (device_id.type_id, device_id.index_id as u32);
     let key = HostKey {
         device: key_device,
@@ -342,7 +398,6 @@ fn launch(
         bias: bias.is_some(),
         gemv,
     };
-    let device = device_handle(device_id);
     let output = || {
         CT::new_contiguous(
             x.client.clone(),
@@ -389,6 +444,9 @@ pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// GEMV products enqueued, and planned GEMV products that ran on cuBLASLt instead.
 pub(crate) static GEMV_LAUNCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static GEMV_DECLINED: AtomicU64 = AtomicU64::new(0);
+/// GEMV products enqueued as programmatic dependents (`cuLaunchKernelEx`, Hopper); also counted in
+/// `GEMV_LAUNCHED`.
+pub(crate) static GEMV_PDL_LAUNCHED: AtomicU64 = AtomicU64::new(0);
 
 fn gemv_declined(reason: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -407,6 +465,9 @@ struct Call {
     w: Handle,
     bias: Option<Handle>,
     out: Handle,
+    /// The output's base handle and the stream to initialize it on, first thing on the device
+    /// thread ([`reserve_output`]); `None` when burn's `client.empty` already queued that.
+    init: Option<(Handle, StreamId)>,
     /// The GEMV launch, when planned.
     gemv: Option<GemvGeometry>,
 }
@@ -481,7 +542,12 @@ fn lt_err(what: &str) -> impl Fn(lt::CublasError) -> String + '_ {
 impl Call {
     /// Resolves the buffers and enqueues the product: the GEMV kernels when planned and possible,
     /// else cuBLASLt. Counts what ran.
-    fn run(self, server: &mut Server, device: DevKey) -> Result<(), String> {
+    fn run(mut self, server: &mut Server, device: DevKey) -> Result<(), String> {
+        if let Some((base, init_stream)) = self.init.take() {
+            // What `client.empty`'s own task would have done just before this one.
+            let size = base.size();
+            server.initialize_memory(base.memory, size, init_stream);
+        }
         let stream_id = StreamId::current();
         let get = |server: &mut Server, h: Handle| {
             server
@@ -764,6 +830,21 @@ impl LtState {
             (0, 0)
         };
         let mut p = params(part, counters);
+        if pdl_enabled() && self.arch(device)?.0 >= 9 {
+            p.pdl = 1;
+            match launch_pdl(f, g, stream, &mut p) {
+                Ok(()) => {
+                    GEMV_PDL_LAUNCHED.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(reason) => {
+                    // Not a sticky error (the launch was refused): plain launches from now on.
+                    PDL_FAILED.store(true, Ordering::Relaxed);
+                    tracing::warn!("GEMV programmatic dependent launch failed ({reason}); plain launches from now on");
+                    p.pdl = 0;
+                }
+            }
+        }
         let mut args = [&mut p as *mut GemvParams as *mut c_void];
         // SAFETY: every GEMV kernel takes one `GemvParams` by value, mirrored by the `#[repr(C)]`
         // struct; its pointers are live burn buffers held by the caller until after the enqueue
@@ -788,6 +869,56 @@ impl LtState {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Whether GEMV kernels are launched as programmatic dependents on Hopper: not with
+/// `RESEARCH_GEMV_PDL=0` (read once per process), nor after such a launch failed once.
+fn pdl_enabled() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("RESEARCH_GEMV_PDL").is_ok_and(|v| v.trim() == "0"))
+        && !PDL_FAILED.load(Ordering::Relaxed)
+}
+
+/// Set when a programmatic dependent launch failed: later GEMV launches are plain.
+static PDL_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Enqueues GEMV kernel `f` on `stream` with `cuLaunchKernelEx` and
+/// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: the kernel may be scheduled before the
+/// previous kernel on the stream has finished (once every block of that one executed
+/// `griddepcontrol.launch_dependents`, or exited) and waits for it with `griddepcontrol.wait`
+/// before touching anything that kernel may have written (`gemv.cu`'s doc comment). Kernels of
+/// others that follow on the stream are launched plainly and still wait for this one to finish.
+fn launch_pdl(f: usize, g: &GemvGeometry, stream: usize, p: &mut GemvParams) -> Result<(), String> {
+    use cudarc::driver::sys as cu;
+    // SAFETY: an all-zero attribute value is valid (a plain union of integers and PODs).
+    let mut value: cu::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+    value.programmaticStreamSerializationAllowed = 1;
+    let mut attr = cu::CUlaunchAttribute {
+        id: cu::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value,
+    };
+    let config = cu::CUlaunchConfig {
+        gridDimX: g.grid.0,
+        gridDimY: g.grid.1,
+        gridDimZ: g.grid.2,
+        blockDimX: GEMV_THREADS,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: 0,
+        hStream: stream as cu::CUstream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    let mut args = [p as *mut GemvParams as *mut c_void];
+    // SAFETY: as for the plain launch in `launch_gemv` (one `GemvParams` by value, live pointers,
+    // the server's stream); `config` and `attr` outlive the call.
+    unsafe {
+        check(
+            "cuLaunchKernelEx(gemv, programmatic stream serialization)",
+            cu::cuLaunchKernelEx(&config, f as cu::CUfunction, args.as_mut_ptr(), std::ptr::null_mut()),
+        )
     }
 }
 

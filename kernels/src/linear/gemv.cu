@@ -30,6 +30,27 @@
 // Launch: 256 threads per block; grid (ceil(N / 8), splits) for gemv_kc, (ceil(N / 64), splits)
 // for gemv_nc_u<U>. No thread returns before a shuffle or __syncthreads (inactive warps and column
 // groups carry zeros), so every __shfl_xor_sync sees all 32 lanes.
+//
+// Programmatic dependent launch (Hopper, sm_90+; the host sets `pdl` when it launched the kernel
+// with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION). Back-to-back decode GEMVs over a
+// 25 MB weight run ~8 us each, and the drain of one grid plus the launch of the next cost a
+// noticeable share of that. So every kernel first signals `griddepcontrol.launch_dependents` (the
+// next PDL-launched kernel on the stream may then be scheduled onto SMs that free up while this
+// one finishes), and a kernel launched that way does only independent work before
+// `griddepcontrol.wait`: index math and L2 prefetches of the weight its first loop step loads (U
+// rows per thread N-contiguous, the whole K slice of a thread on the 3584-wide 7B weights;
+// GEMV_UNROLL chunks per lane K-contiguous). Only the first step: on wide weights, whose blocks all
+// fit on the GPU at once, prefetching more would put tens of MB into the L2 ahead of use.
+// `griddepcontrol.wait` returns once every prerequisite grid has completed and its memory
+// operations are visible (immediately when the kernel was launched without the attribute), so
+// everything that reads X, the bias or the weight values, or touches Y, the split-K partials or
+// the arrival counters, comes after it. Why the prefetch is safe even when the previous kernel
+// wrote this weight (an optimizer step): `prefetch.global.L2` returns no data to the thread, it
+// only asks the L2 to hold a line; the L2 is a memory-side cache through which every access to
+// device memory goes (SM stores, copy engines), i.e. the device's point of coherence, so a line
+// it holds is never stale; the weight values themselves are loaded (through the non-coherent
+// read-only path) only after the wait. Loading weight values into registers before the wait would
+// not be safe in that case, so it is not done.
 
 #define GEMV_THREADS 256
 #define KC_COLS 8
@@ -50,7 +71,28 @@ struct GemvParams {
     i64 ldx, ldw;
     i64 k_split;       // K elements per split (a multiple of 8)
     i64 splits;
+    i64 pdl;           // nonzero: launched as a programmatic dependent (prefetch before the wait)
 };
+
+#if defined(__CUDA_ARCH__)
+// Asks the L2 to fetch the line holding `p` (no data returned, no fault on a valid address).
+__device__ __forceinline__ void gemv_prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+// Waits until the prerequisite grids have completed and their writes are visible (a no-op when
+// this kernel was not launched as a programmatic dependent).
+__device__ __forceinline__ void gemv_pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Lets the next programmatic dependent on the stream be scheduled once every block got here.
+__device__ __forceinline__ void gemv_pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#endif  // host compilation: gemv_emu.cpp defines the three (checked stand-ins)
 
 // splits > 1: after every thread of the block has written its partial sums, the last block of
 // column block blockIdx.x to arrive sums the splits' partials of its COLS columns into Y.
@@ -103,6 +145,7 @@ __device__ __forceinline__ void gemv_out(const GemvParams& p, int m, i64 n, floa
 
 template <int DT, int M>
 __device__ __forceinline__ void gemv_kc(const GemvParams& p) {
+    gemv_pdl_launch_dependents();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 n = (i64)blockIdx.x * KC_COLS + warp;
     const bool active = n < p.n;  // warp-uniform; an inactive warp only joins the shuffles
@@ -110,6 +153,15 @@ __device__ __forceinline__ void gemv_kc(const GemvParams& p) {
     i64 k1 = k0 + p.k_split;
     if (k1 > p.k) k1 = p.k;
     const uint4* wc = (const uint4*)((const u16*)p.w + (active ? n : 0) * p.ldw);
+    if (p.pdl && active) {
+        // The chunks this lane's first step loads (independent work; see the top of the file).
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const i64 c = (k0 >> 3) + lane + 32 * u;
+            if (c >= (k1 >> 3)) break;
+            gemv_prefetch_l2(wc + c);
+        }
+    }
+    gemv_pdl_wait();
     const uint4* xr[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) xr[m] = (const uint4*)((const u16*)p.x + m * p.ldx);
@@ -152,6 +204,7 @@ __device__ __forceinline__ void gemv_kc(const GemvParams& p) {
 template <int DT, int M, int U>
 __device__ __forceinline__ void gemv_nc(const GemvParams& p) {
     __shared__ float red[M][GEMV_THREADS / 32][NC_COLS];
+    gemv_pdl_launch_dependents();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int cl = lane & 7;             // column group: columns col .. col + 7
     const int rg = warp * 4 + (lane >> 3);  // row group 0 .. 31: rows k0 + rg, + 32, ...
@@ -160,6 +213,16 @@ __device__ __forceinline__ void gemv_nc(const GemvParams& p) {
     i64 k1 = k0 + p.k_split;
     if (k1 > p.k) k1 = p.k;
     const u16* w = (const u16*)p.w;
+    if (p.pdl && col < p.n) {
+        // The rows this thread's first step loads, at its first column (in bounds also for the
+        // last, partial column group); independent work, see the top of the file.
+        const u16* wk = w + (k0 + rg) * p.ldw + col;
+        for (int r = 0; r < U; ++r) {
+            if (k0 + rg + (i64)NC_GROUPS * r >= k1) break;
+            gemv_prefetch_l2(wk + (i64)r * NC_GROUPS * p.ldw);
+        }
+    }
+    gemv_pdl_wait();
     const u16* x = (const u16*)p.x;
     float acc[M][8];
 #pragma unroll

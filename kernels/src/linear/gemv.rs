@@ -44,7 +44,7 @@ pub const SMS: usize = 132;
 /// Most K slices of one product.
 pub const MAX_SPLITS: usize = 64;
 /// Size of the kernels' one by-value parameter (`struct GemvParams` in `gemv.cu`).
-pub const PARAMS_BYTES: usize = 104;
+pub const PARAMS_BYTES: usize = 112;
 /// Arrival counters the split-K kernels need (one per column block; the plan splits only below
 /// this many column blocks).
 pub const COUNTERS: usize = 4096;
@@ -288,12 +288,16 @@ pub struct GemvParams {
     pub k_split: i64,
     /// Number of splits.
     pub splits: i64,
+    /// 1 when the kernel is launched as a programmatic dependent (Hopper: it then prefetches its
+    /// first weight rows to L2 before `griddepcontrol.wait`), else 0.
+    pub pdl: i64,
 }
 
 const _: () = assert!(std::mem::size_of::<GemvParams>() == PARAMS_BYTES);
 
 impl GemvParams {
-    /// Parameters for `g` with the given pointers (`bias`, `part`, `counters` 0 when absent).
+    /// Parameters for `g` with the given pointers (`bias`, `part`, `counters` 0 when absent), not a
+    /// programmatic dependent (`pdl` 0).
     pub fn new(g: &GemvGeometry, x: u64, w: u64, bias: u64, y: u64, part: u64, counters: u64) -> Self {
         Self {
             x,
@@ -309,6 +313,7 @@ impl GemvParams {
             ldw: g.ldw as i64,
             k_split: g.k_split as i64,
             splits: g.splits as i64,
+            pdl: 0,
         }
     }
 }
@@ -542,6 +547,7 @@ mod tests {
         assert_eq!(off(&p.counters as *const u64 as *const u8), 40);
         assert_eq!(off(&p.m as *const i64 as *const u8), 48);
         assert_eq!(off(&p.splits as *const i64 as *const u8), 96);
+        assert_eq!(off(&p.pdl as *const i64 as *const u8), 104);
     }
 
     /// The kernels themselves, run on the CPU: `gemv_emu.cpp` compiles `gemv.cu` as C++17 (the
@@ -550,7 +556,11 @@ mod tests {
     /// against float64 (bound: `1e-4 Σ|x w|` plus the output's rounding). The launch geometry comes
     /// from [`plan_gemv`] on real strides: both layouts, odd N, N below one vector, padded leading
     /// dimensions (padding is NaN, so a stray read shows), split-K with a short last slice (and the
-    /// arrival counters back at 0 afterwards), bias or not, M = 1..8, bf16 and f16. `RESEARCH_GEMV_EMU=asan` builds it with AddressSanitizer (a
+    /// arrival counters back at 0 afterwards), bias or not, M = 1..8, bf16 and f16. Every other case
+    /// runs as a programmatic dependent (`pdl` = 1): the emulator then requires each L2 prefetch to
+    /// lie inside `W` and precede its thread's `griddepcontrol.wait` (reached once by every thread),
+    /// and this test requires such cases to have prefetched and the others not.
+    /// `RESEARCH_GEMV_EMU=asan` builds it with AddressSanitizer (a
     /// read past a buffer then aborts the emulator; about 10× slower). Needs a C++17 compiler with
     /// `_Float16` (`$CXX` or `c++`, GCC ≥ 12 or Clang on x86-64); skipped with a note when there is
     /// none, unless `RESEARCH_GEMV_EMU=require` (or `asan`).
@@ -657,8 +667,14 @@ mod tests {
                         g.m, g.n, g.k, g.ldx, g.ldw, g.k_split, g.splits, g.grid.0, g.grid.1, g.unroll
                     );
                     labels.push(format!(
-                        "{dt} {:?} m={m} k={} n={} ldw={} splits={} unroll={} bias={bias}",
-                        g.layout, g.k, g.n, g.ldw, g.splits, g.unroll
+                        "{dt} {:?} m={m} k={} n={} ldw={} splits={} unroll={} bias={bias} pdl={}",
+                        g.layout,
+                        g.k,
+                        g.n,
+                        g.ldw,
+                        g.splits,
+                        g.unroll,
+                        seed % 2
                     ));
                     seed += 1;
                 }
@@ -682,10 +698,20 @@ mod tests {
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), labels.len(), "emulator output:\n{text}");
+        // A pass prints `ok <ratio> pf=<prefetches>`: some with pdl = 1 (odd seeds), none without.
+        let prefetch_ok = |line: &str, label: &str| {
+            let pf: Option<u64> = line
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix("pf=")?.parse().ok());
+            match pf {
+                Some(pf) => (pf > 0) == label.ends_with("pdl=1"),
+                None => false,
+            }
+        };
         let failed: Vec<String> = lines
             .iter()
             .zip(&labels)
-            .filter(|(l, _)| !l.starts_with("ok "))
+            .filter(|(l, label)| !l.starts_with("ok ") || !prefetch_ok(l, label))
             .map(|(l, label)| format!("{label}: {l}"))
             .collect();
         assert!(
@@ -698,7 +724,7 @@ mod tests {
     }
 
     /// `gemv.cu` compiles for Hopper with every `(dtype, M)` and exports both entry points, each
-    /// taking the one 104-byte parameter. Needs libnvrtc (e.g.
+    /// taking the one 112-byte parameter. Needs libnvrtc (e.g.
     /// `LD_LIBRARY_PATH=<venv>/site-packages/nvidia/cu13/lib`); skipped with a note otherwise.
     /// `RESEARCH_GEMV_PTX_DIR=dir` also writes the PTX there (for `ptxas -arch=sm_90 -v`).
     #[cfg(feature = "nvrtc")]
@@ -725,6 +751,17 @@ mod tests {
             }
             // 16-byte weight loads through the read-only path.
             assert!(ptx.contains("ld.global.nc.v4.u32"), "no 16-byte loads");
+            // Programmatic dependent launch on Hopper: the trigger, the wait, the L2 prefetches.
+            for op in [
+                "griddepcontrol.launch_dependents",
+                "griddepcontrol.wait",
+                "prefetch.global.L2",
+            ] {
+                assert!(ptx.contains(op), "sm_90 PTX lacks {op}");
+            }
+            // Ampere has no griddepcontrol: the guarded source leaves it out there.
+            let ptx80 = compile(dt, &[1], "sm_80").unwrap_or_else(|e| panic!("{e}"));
+            assert!(!ptx80.contains("griddepcontrol"), "sm_80 PTX has griddepcontrol");
         }
         assert!(source("f32", &[1]).is_none());
         assert!(source("bf16", &[9]).is_none());

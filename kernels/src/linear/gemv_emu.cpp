@@ -7,7 +7,10 @@
 // stdin, one case per line (the geometry comes from the Rust planner, `plan_gemv`):
 //   layout(0 = K-contiguous, 1 = N-contiguous) dt(1 = bf16, 2 = f16) M N K ldx ldw k_split splits
 //   grid_x grid_y bias(0/1) seed unroll(4, 8, 16: the N-contiguous kernel's rows per step)
-// stdout, one line per case: `ok <worst err/bound>` or `FAIL <worst err/bound> <first bad m,n>`.
+// stdout, one line per case: `ok <worst err/bound> pf=<prefetches>` or `FAIL <worst err/bound> <first
+// bad m,n>`. Cases with an odd seed run as programmatic dependents (`pdl` = 1): every L2 prefetch
+// must fall inside W and come before its thread's griddepcontrol.wait, which every thread must reach
+// exactly once (else the emulator aborts); `pf` counts the prefetches (0 when `pdl` = 0).
 // Bound per entry: 1e-4 * sum_k |x w| + (output rounding) * |y| + 1e-30, against float64.
 
 #include <ucontext.h>
@@ -133,6 +136,30 @@ static float warp_sum(float x) {
     return x;
 }
 
+// Stand-ins for the PTX of gemv.cu's programmatic dependent launch (checked, see the top).
+static bool g_waited[GEMV_THREADS_EMU];
+static const char* g_w_lo;
+static const char* g_w_hi;
+static long long g_prefetches;
+static void gemv_pdl_launch_dependents() {}
+static void gemv_pdl_wait() {
+    const int t = (int)threadIdx.x;
+    if (g_waited[t]) {
+        std::fprintf(stderr, "thread %d waits twice\n", t);
+        std::abort();
+    }
+    g_waited[t] = true;
+}
+static void gemv_prefetch_l2(const void* p) {
+    const char* c = (const char*)p;
+    if (g_waited[threadIdx.x] || c < g_w_lo || c >= g_w_hi) {
+        std::fprintf(stderr, "prefetch of %p after the wait or outside W [%p, %p)\n", p, (const void*)g_w_lo,
+                     (const void*)g_w_hi);
+        std::abort();
+    }
+    ++g_prefetches;
+}
+
 #include "gemv.cu"
 
 GEMV_INSTANCES(bf16, 1, 1)
@@ -169,6 +196,10 @@ static void (*g_kernel)(const GemvParams);
 static const GemvParams* g_params;
 static void thread_main() {
     g_kernel(*g_params);
+    if (!g_waited[g_cur]) {
+        std::fprintf(stderr, "thread %d ended without griddepcontrol.wait\n", g_cur);
+        std::abort();
+    }
     g_kind[g_cur] = DONE;
     g_done[g_cur] = true;
 }  // returns to uc_link (the scheduler)
@@ -189,6 +220,7 @@ static void launch(Kernel k, unsigned gx, unsigned gy, const GemvParams& p) {
                 g_ctx[t].uc_link = &g_sched;
                 makecontext(&g_ctx[t], thread_main, 0);
                 g_done[t] = false;
+                g_waited[t] = false;
             }
             for (;;) {
                 bool any = false;
@@ -272,6 +304,10 @@ int main() {
         p.ldw = ldw;
         p.k_split = k_split;
         p.splits = splits;
+        p.pdl = seed & 1;
+        g_w_lo = (const char*)w.data();
+        g_w_hi = (const char*)(w.data() + w.size());
+        g_prefetches = 0;
         launch(KERNELS[dt - 1][entry][m - 1], (unsigned)gx, (unsigned)gy, p);
         bool counters_reset = true;
         for (unsigned c : counters) counters_reset &= c == 0u;
@@ -297,7 +333,7 @@ int main() {
         if (!counters_reset)
             std::printf("FAIL counters not reset\n");
         else if (worst <= 1.0)
-            std::printf("ok %.4f\n", worst);
+            std::printf("ok %.4f pf=%lld\n", worst, g_prefetches);
         else
             std::printf("FAIL %.4f %lld,%lld\n", worst, bad_m, bad_n);
         std::fflush(stdout);

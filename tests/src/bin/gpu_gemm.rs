@@ -40,7 +40,8 @@ mod imp {
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
     use research::kernels::linear::{
-        device_strides, gemv_counts, gemv_disabled, gemv_route_max_m, gemv_route_takes, linear, linear_reference,
+        device_strides, gemv_counts, gemv_disabled, gemv_pdl_count, gemv_route_max_m, gemv_route_takes, linear,
+        linear_reference,
     };
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
@@ -364,6 +365,71 @@ mod imp {
         ok
     }
 
+    /// Whether `RESEARCH_GEMV_PDL=0` asks for plain GEMV launches (the kernels crate reads the same).
+    fn pdl_disabled() -> bool {
+        std::env::var("RESEARCH_GEMV_PDL").is_ok_and(|v| v.trim() == "0")
+    }
+
+    /// Back-to-back dependent GEMVs, the case programmatic dependent launch must keep correct:
+    /// `y1 = x W1` (N-contiguous, split-K: scratch and counters reused by the next launch), `y2 = y1
+    /// W2` (N-contiguous, 4608 columns), `y3 = y2 W3` (K-contiguous: a transposed `[3584, 4608]`),
+    /// then `W1` rescaled by a burn kernel (a weight written right before the product that reads
+    /// it, as after an optimizer step) and `y4 = y3 W1'`, all enqueued before anything is read
+    /// back, four rounds. Each stage is checked in float64 against the inputs it was given, read
+    /// back afterwards (so a stage that read its input or weight before the previous kernel had
+    /// written it fails), and must have run the GEMV kernels.
+    fn check_gemv_chain() -> bool {
+        let dev = Default::default();
+        let mut rng = Lcg(13);
+        let mut ok = true;
+        let dtype = DType::BF16;
+        let (d, e) = (3584usize, 4608usize);
+        for round in 0..4 {
+            let w1 = rand([d, d], dtype, &dev);
+            let w2 = rand([d, e], dtype, &dev);
+            let w3 = rand([d, e], dtype, &dev).transpose(); // [e, d] view of a [d, e] tensor
+            let x = rand([1, d], dtype, &dev);
+            let w1h = host(w1.clone());
+            let before = gemv_counts().0;
+            let y1 = linear(x.clone(), w1.clone(), None);
+            let y2 = linear(y1.clone(), w2.clone(), None);
+            let y3 = linear(y2.clone(), w3.clone(), None);
+            let w1s = w1.mul_scalar(0.5); // exact in bf16
+            let y4 = linear(y3.clone(), w1s.clone(), None);
+            let gemvs = gemv_counts().0 - before;
+            let (xh, y1h, y2h, y3h, y4h) = (host(x), host(y1), host(y2), host(y3), host(y4));
+            let (w2h, w3h, w1sh) = (host(w2), host(w3), host(w1s));
+            // (name, input row, weight [k, n] row-major, k, n, output)
+            type Stage<'a> = (&'a str, &'a [f32], &'a [f32], usize, usize, &'a [f32]);
+            let stages: [Stage; 4] = [
+                ("x W1", &xh, &w1h, d, d, &y1h),
+                ("y1 W2", &y1h, &w2h, d, e, &y2h),
+                ("y2 W3", &y2h, &w3h, e, d, &y3h),
+                ("y3 (W1/2)", &y3h, &w1sh, d, d, &y4h),
+            ];
+            for (name, a, b, k, n, got) in stages {
+                let worst = worst_ratio(
+                    1,
+                    n,
+                    k,
+                    &|_, kk| a[kk],
+                    &|kk, j| b[kk * n + j],
+                    None,
+                    got,
+                    dtype,
+                    &mut rng,
+                );
+                let pass = worst <= 1.0 && worst.is_finite() && (gemv_disabled() || gemvs == 4);
+                ok &= pass;
+                println!(
+                    "{} gemv chain round {round} {name} k={k} n={n}: err/bound {worst:.3} ({gemvs} of 4 products on GEMV)",
+                    if pass { "ok  " } else { "FAIL" }
+                );
+            }
+        }
+        ok
+    }
+
     fn time<F: FnMut()>(iters: usize, dev: &Dev, mut f: F) -> f64 {
         for _ in 0..3 {
             f();
@@ -393,9 +459,18 @@ mod imp {
         // stay apart.
         let knob = |name: &str, tag: &str| std::env::var(name).map(|v| format!("-{tag}{v}")).unwrap_or_default();
         let impl_name = format!(
-            "research-cublaslt{}{}{}",
+            "research-cublaslt{}{}{}{}",
             knob("RESEARCH_GEMV_NC_UNROLL", "u") + &knob("RESEARCH_GEMV_NC_WAVE", "w"),
             if gemv_disabled() { "-nogemv" } else { "" },
+            match (
+                pdl_disabled(),
+                std::env::var("RESEARCH_GEMM_ONE_TASK").is_ok_and(|v| v.trim() == "0")
+            ) {
+                (false, false) => "",
+                (true, false) => "-nopdl",
+                (false, true) => "-twotask",
+                (true, true) => "-nopdl-twotask",
+            },
             if std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1") {
                 "-sync"
             } else {
@@ -417,12 +492,14 @@ mod imp {
             let bytes = 2.0 * (m * k + k * n + m * n) as f64;
             let it = if m * n * k > 1 << 36 { iters.min(20) } else { iters };
             let before = gemv_counts().0;
+            let before_pdl = gemv_pdl_count();
             let t = time(it, &dev, || {
                 let _ = linear(x.clone(), w.clone(), None);
             });
             let route = if gemv_counts().0 > before { "gemv" } else { "cublaslt" };
+            let pdl = gemv_pdl_count() > before_pdl;
             let mut line = format!(
-                "{{\"impl\":\"{impl_name}\",\"route\":\"{route}\",\"m\":{m},\"k\":{k},\"n\":{n},\"dtype\":\"bf16\",\"us\":{:.2},\"tflops\":{:.2},\"gbps\":{:.1}",
+                "{{\"impl\":\"{impl_name}\",\"route\":\"{route}\",\"pdl\":{pdl},\"iters\":{it},\"m\":{m},\"k\":{k},\"n\":{n},\"dtype\":\"bf16\",\"us\":{:.2},\"tflops\":{:.2},\"gbps\":{:.1}",
                 t * 1e6,
                 flops / t / 1e12,
                 bytes / t / 1e9
@@ -452,6 +529,7 @@ mod imp {
                 }
                 let ok = check();
                 let ok_gemv = check_gemv();
+                let ok_chain = check_gemv_chain();
                 let (launched, failed) = research::kernels::linear::cublaslt_counts();
                 println!("cuBLASLt products launched: {launched}, fell back after trying: {failed}");
                 let (gemv, declined) = gemv_counts();
@@ -459,8 +537,16 @@ mod imp {
                     "GEMV products launched: {gemv}, ran on cuBLASLt instead: {declined} (RESEARCH_GEMV=off: {})",
                     gemv_disabled()
                 );
+                // On Hopper every GEMV is a programmatic dependent launch unless switched off.
+                let pdl = gemv_pdl_count();
+                println!(
+                    "GEMV programmatic dependent launches: {pdl} of {gemv} (RESEARCH_GEMV_PDL=0: {}; expected all on \
+                     Hopper)",
+                    pdl_disabled()
+                );
                 let gemv_bad = !gemv_disabled() && (gemv == 0 || declined > 0);
-                if !ok || !ok_gemv || launched == 0 || failed > 0 || gemv_bad {
+                let pdl_bad = !gemv_disabled() && if pdl_disabled() { pdl != 0 } else { pdl != gemv };
+                if !ok || !ok_gemv || !ok_chain || launched == 0 || failed > 0 || gemv_bad || pdl_bad {
                     std::process::exit(1);
                 }
             }
@@ -479,7 +565,10 @@ mod imp {
                     .unwrap_or(usize::MAX);
                 bench(iters, args.iter().any(|a| a == "--reference"), max_m);
                 let (gemv, declined) = gemv_counts();
-                println!("GEMV products launched: {gemv}, ran on cuBLASLt instead: {declined}");
+                println!(
+                    "GEMV products launched: {gemv} ({} programmatic dependent), ran on cuBLASLt instead: {declined}",
+                    gemv_pdl_count()
+                );
             }
             _ => {
                 eprintln!("usage: gpu-gemm check | gpu-gemm bench [--iters N] [--reference] [--max-m M]");
