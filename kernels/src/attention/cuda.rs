@@ -53,6 +53,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cudarc::driver::sys as cu;
 
+use super::fused::{decode_splits, DECODE_ROWS};
 use super::AttentionBias;
 use crate::cuda_rt::{cast, dtype_name, float_prim};
 use crate::linear::cuda::{parse_sys, pool_entries};
@@ -91,15 +92,6 @@ const BWD_MMA_BN: usize = 64;
 const BWD_MMA_BM: usize = 64;
 /// Blocks wanted in flight before the forward splits the keys (about two waves on an H100).
 const TARGET_BLOCKS: usize = 264;
-/// Keys per block tile of the decode kernel (`DEC_BN` in `decode.cu`), and the most query rows
-/// (GQA group × queries) of one (batch, kv head) it takes (the 16 rows of an mma A operand).
-const DECODE_BN: usize = 64;
-const DECODE_ROWS: usize = 16;
-/// Decode blocks wanted before its keys are split: about four waves of 132 SMs at two resident
-/// blocks each (its shared memory allows two per SM at head dim 128); a split keeps at least
-/// `DECODE_MIN_SPLIT` keys (two tiles) so the partials stay a small fraction of the K/V bytes.
-const DECODE_TARGET_BLOCKS: usize = 1056;
-const DECODE_MIN_SPLIT: usize = 2 * DECODE_BN;
 
 /// Mirrors `struct Params` in `common.cuh` field for field.
 #[repr(C)]
@@ -211,16 +203,6 @@ fn decode_smem(d: usize) -> u32 {
     let ring = 4 * 3 * 2 * 16 * (d + 8) * 2;
     let merge = 4 * 16 * (d + 4) * 4 + 4 * 16 * 2 * 4;
     ring.max(merge) as u32
-}
-
-/// `(splits, split_len)` of the decode kernel for `pairs` (batch, kv head) pairs over `s` keys:
-/// split until about [`DECODE_TARGET_BLOCKS`] blocks, each split at least [`DECODE_MIN_SPLIT`]
-/// keys, split lengths a multiple of the key tile.
-fn decode_splits(pairs: usize, s: usize) -> (usize, usize) {
-    let max_splits = s.div_ceil(DECODE_MIN_SPLIT).max(1);
-    let want = DECODE_TARGET_BLOCKS.div_ceil(pairs.max(1)).clamp(1, max_splits);
-    let split_len = s.div_ceil(want).div_ceil(DECODE_BN) * DECODE_BN;
-    (s.div_ceil(split_len), split_len)
 }
 
 /// Whether `B` is burn-cuda or burn-cuda under autodiff (the backends [`try_fused`] takes).

@@ -32,6 +32,10 @@
 #define DEC_BN (DEC_WARPS * DEC_WK)     // keys per block tile
 #define DEC_NST 3                       // ring stages per warp
 #define DEC_PAD 8
+// The dynamic shared memory array (the CPU emulator, decode_emu.cpp, supplies its own).
+#ifndef DEC_SMEM_DECL
+#define DEC_SMEM_DECL extern __shared__ __align__(16) unsigned char dec_smem[]
+#endif
 
 template <int D>
 struct DecodeCfg {
@@ -75,12 +79,8 @@ __device__ __forceinline__ void fwd_decode(const Params& p) {
     constexpr int LDS = Cfg::LDS;
     constexpr int KS = D / 16;  // k-steps of Q Kᵀ
     constexpr int DT8 = D / 8;  // n-tiles of O
-    extern __shared__ __align__(16) unsigned char dec_smem[];
-    {
-        u32 dyn;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)Cfg::SMEM) __trap();
-    }
+    DEC_SMEM_DECL;
+    if (dynamic_smem_bytes() < (u32)Cfg::SMEM) __trap();
 
     const int split = blockIdx.x;
     const i64 kvh = blockIdx.y, b = blockIdx.z;

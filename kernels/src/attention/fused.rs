@@ -200,6 +200,31 @@ pub fn entries(name: &str) -> Vec<String> {
     out
 }
 
+/// Keys per block tile of the tensor-core decode kernel (`DEC_BN` in `decode.cu`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) const DECODE_BN: usize = 64;
+/// The most query rows (GQA group × queries) of one (batch, kv head) the decode kernel takes (the
+/// 16 rows of an mma A operand).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) const DECODE_ROWS: usize = 16;
+/// Decode blocks wanted before its keys are split: about four waves of 132 SMs at two resident
+/// blocks each (its shared memory allows two per SM at head dim 128).
+const DECODE_TARGET_BLOCKS: usize = 1056;
+/// Fewest keys per split (two tiles), so the partials stay a small fraction of the K/V bytes.
+const DECODE_MIN_SPLIT: usize = 2 * DECODE_BN;
+
+/// `(splits, split_len)` of the decode kernel for `pairs` (batch, kv head) pairs over `s` keys:
+/// split until about [`DECODE_TARGET_BLOCKS`] blocks, each split at least [`DECODE_MIN_SPLIT`]
+/// keys, split lengths a multiple of the key tile (`splits` blocks cover `s`, the last one maybe
+/// shorter).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn decode_splits(pairs: usize, s: usize) -> (usize, usize) {
+    let max_splits = s.div_ceil(DECODE_MIN_SPLIT).max(1);
+    let want = DECODE_TARGET_BLOCKS.div_ceil(pairs.max(1)).clamp(1, max_splits);
+    let split_len = s.div_ceil(want).div_ceil(DECODE_BN) * DECODE_BN;
+    (s.div_ceil(split_len).max(1), split_len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +347,136 @@ mod tests {
             .unwrap();
         let r: Vec<f32> = attention(q, k, v, &bias).into_data().to_vec().unwrap();
         assert_eq!(a, r);
+    }
+
+    /// The decode split planner: every split a whole number of tiles, at least two unless the
+    /// cache is shorter, the splits covering the keys with the last one non-empty, and about
+    /// [`DECODE_TARGET_BLOCKS`] blocks when the keys allow (hand-worked: 64 × 4 pairs over 2,048
+    /// keys give 5 splits of 448; 256 × 4 over 4,096 give 2 of 2,048; 1 pair over 1,000 keys
+    /// gives 8 of 128).
+    #[test]
+    fn decode_split_plan() {
+        assert_eq!(decode_splits(256, 2048), (5, 448));
+        assert_eq!(decode_splits(1024, 4096), (2, 2048));
+        assert_eq!(decode_splits(1, 1000), (8, 128));
+        assert_eq!(decode_splits(2000, 5000), (1, 5056));
+        assert_eq!(decode_splits(3, 1), (1, 64));
+        for pairs in [1, 3, 28, 256, 1024, 5000] {
+            for s in [1, 63, 64, 65, 127, 128, 129, 1000, 2048, 4097, 32768] {
+                let (splits, len) = decode_splits(pairs, s);
+                assert!(splits >= 1 && len % DECODE_BN == 0, "{pairs} {s}");
+                assert!(
+                    splits * len >= s && (splits - 1) * len < s,
+                    "{pairs} {s}: {splits} x {len}"
+                );
+                assert!(splits == 1 || len >= DECODE_MIN_SPLIT, "{pairs} {s}: {splits} x {len}");
+                assert!(pairs * splits <= DECODE_TARGET_BLOCKS.max(pairs) * 2, "{pairs} {s}");
+            }
+        }
+    }
+
+    /// The decode kernel itself, run on the CPU: `decode_emu.cpp` compiles `decode.cu` and the
+    /// combine of `fwd_simple.cu` as C++17 (the threads of a block as coroutines; mma.sync,
+    /// ldmatrix, shuffles and barriers resolved only when the whole warp or block waits at them,
+    /// with the PTX fragment layouts written independently of the kernel; cp.async copies landing
+    /// at the latest allowed wait or at issue; shared memory and outputs poisoned with NaN) and
+    /// checks every output and log-sum-exp against float64. Splits from [`decode_splits`] (and
+    /// forced to 1: the direct write): GQA 1, 2, 7, 8 with 1 and 2 queries (16 rows at 8 × 2),
+    /// ragged lengths (1, shorter than a split, longer than the cache), a cache view, a causal
+    /// offset, both biases, d 64 and 128, bf16 and f16. Needs a C++17 compiler with `_Float16`
+    /// (`$CXX` or `c++`, GCC ≥ 12); skipped with a note when there is none, unless
+    /// `RESEARCH_DECODE_EMU=require`.
+    #[test]
+    fn decode_kernel_matches_float64_in_cpu_emulation() {
+        use std::process::{Command, Stdio};
+        let require = std::env::var("RESEARCH_DECODE_EMU").is_ok_and(|v| v == "require");
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        let dir = std::env::temp_dir().join(format!("research-decode-emu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("decode_emu");
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/attention/decode_emu.cpp");
+        let built = Command::new(&cxx)
+            .args(["-std=c++17", "-O1", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output();
+        match built {
+            Ok(out) if out.status.success() => {}
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(!require, "{cxx} could not build the decode emulator:\n{why}");
+                eprintln!(
+                    "skipped: {cxx} could not build the decode emulator ({})",
+                    why.lines().next().unwrap_or("")
+                );
+                let _ = std::fs::remove_dir_all(&dir);
+                return;
+            }
+        }
+        // (dt code, d, batch, heads, kv heads, queries, keys, cache, causal, q_offset, lens, bias)
+        let cases = [
+            (1, 128, 4, 7, 1, 1, 300, 300, false, 0, true, 0),
+            (2, 64, 2, 16, 2, 2, 200, 256, true, 0, true, 0),
+            (1, 128, 3, 14, 2, 2, 150, 150, true, 0, true, 0),
+            (2, 128, 2, 2, 2, 1, 70, 70, false, 0, false, 0),
+            (1, 64, 2, 8, 1, 1, 100, 100, false, 0, false, 1),
+            (2, 128, 1, 8, 2, 1, 130, 130, true, 129, false, 2),
+            (1, 64, 2, 4, 4, 2, 95, 128, true, 93, false, 0),
+            (2, 128, 1, 16, 2, 1, 1000, 1000, false, 0, false, 0),
+            (1, 128, 3, 8, 1, 2, 1, 64, true, 0, true, 0),
+        ];
+        let mut input = String::new();
+        let mut labels = Vec::new();
+        let mut seed = 1;
+        for &(dt, d, b, h, kvh, t, s, cap, causal, off, lens, bias) in &cases {
+            assert!((h / kvh) * t <= DECODE_ROWS);
+            let (splits, len) = decode_splits(b * kvh, s);
+            let mut runs = vec![(splits, len, 0), (splits, len, 1)];
+            runs.push((1, s.div_ceil(DECODE_BN) * DECODE_BN, 0));
+            for (splits, len, mode) in runs {
+                input += &format!(
+                    "{dt} {d} {b} {h} {kvh} {t} {s} {cap} {} {off} {} {bias} {splits} {len} {mode} {seed}\n",
+                    u8::from(causal),
+                    u8::from(lens)
+                );
+                labels.push(format!(
+                    "dt{dt} d{d} b{b} h{h}/{kvh} t{t} s{s} cap{cap} causal={causal}@{off} lens={lens} bias={bias} \
+                     splits {splits} x {len} mode {mode}"
+                ));
+                seed += 1;
+            }
+        }
+        let mut child = Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(
+            out.status.success() && lines.len() == labels.len(),
+            "emulator stopped after {} of {} cases: {}",
+            lines.len(),
+            labels.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bad: Vec<String> = lines
+            .iter()
+            .zip(&labels)
+            .filter(|(l, _)| !l.starts_with("ok "))
+            .map(|(l, c)| format!("{c}: {l}"))
+            .collect();
+        assert!(bad.is_empty(), "decode emulation failures:\n{}", bad.join("\n"));
     }
 
     #[test]

@@ -4,6 +4,13 @@
 // a2 = (row g, cols 8+2tig..+1), a3 = (row g+8, cols 8+2tig..+1); B (16x8, "col") b0 = (k 2tig..+1,
 // n g), b1 = (k 8+2tig..+1, n g); C (16x8) c0,c1 = (row g, cols 2tig..+1), c2,c3 = (row g+8, same).
 
+// Bytes of dynamic shared memory this launch was given.
+__device__ __forceinline__ u32 dynamic_smem_bytes() {
+    u32 n;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
+    return n;
+}
+
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     return (u32)__cvta_generic_to_shared(p);
 }
