@@ -32,6 +32,11 @@ pub struct IndexArgs {
     /// HNSW candidate list while searching (ef); `research search` may override it.
     #[arg(long, default_value_t = HnswParams::default().expansion_search)]
     expansion_search: usize,
+    /// 1: one HNSW graph; P > 1: a partition-routed index (spherical k-means centroids route each
+    /// query to the best --probe partitions, each its own usearch graph); 0: from the corpus size
+    /// (1 under 200,000 rows, else rows / 20,000, at most 4096). See docs/retrieval.md.
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
     /// Passages per encoder forward pass.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -91,6 +96,10 @@ pub struct SearchArgs {
     /// HNSW candidate list while searching (default: the index's).
     #[arg(long)]
     expansion_search: Option<usize>,
+    /// Partitioned indexes (`research index --partitions`): partitions searched per query
+    /// (default 4).
+    #[arg(long)]
+    probe: Option<usize>,
     /// Concurrent HNSW searches (default: all threads).
     #[arg(long)]
     threads: Option<usize>,
@@ -122,6 +131,7 @@ pub fn index(a: IndexArgs) -> Result<()> {
         expansion_add: a.expansion_add,
         expansion_search: a.expansion_search,
     };
+    config.partitions = a.partitions;
     config.batch_size = a.batch_size;
     config.chunk_rows = a.chunk_rows;
     config.family = a
@@ -157,6 +167,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
         encoder: a.encoder.clone(),
         corpus: a.corpus.clone(),
         expansion_search: a.expansion_search,
+        probe: a.probe,
         threads: a.threads.unwrap_or_else(default_threads),
         query_batch_size: a.batch_size.max(1),
         view: true,

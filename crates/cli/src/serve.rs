@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// HNSW candidate list while searching (default: the index's).
     #[arg(long)]
     expansion_search: Option<usize>,
+    /// Partitioned indexes (`research index --partitions`): partitions searched per query
+    /// (default 4).
+    #[arg(long)]
+    probe: Option<usize>,
     /// Concurrent HNSW searches inside one batch (default: all threads).
     #[arg(long)]
     threads: Option<usize>,
@@ -133,6 +137,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         encoder: a.encoder.clone(),
         corpus: a.corpus.clone(),
         expansion_search: a.expansion_search,
+        probe: a.probe,
         threads: a.threads.unwrap_or_else(default_threads),
         query_batch_size: a.query_batch_size,
         view: true,

@@ -3,7 +3,8 @@
 //! ```text
 //! OUT/manifest.json     what the index was built from, rows_done, hnsw_built
 //! OUT/vectors.f32       rows_done × dims little-endian f32 (unit vectors), row = key
-//! OUT/index.usearch     usearch HNSW, metric inner product, f32 | f16 | i8
+//! OUT/index.usearch     usearch HNSW, metric inner product, f32 | f16 | i8 (one graph), or, with
+//!                       `partitions` > 1, OUT/centroids.f32 and OUT/part-NNNNN.usearch (`partition`)
 //! OUT/corpus.offsets    the corpus offset table (and OUT/corpus.jsonl for a .zst corpus)
 //! ```
 //!
@@ -51,6 +52,9 @@ pub struct BuildConfig {
     pub quantization: Quantization,
     /// HNSW parameters.
     pub hnsw: HnswParams,
+    /// 1: one HNSW graph; P > 1: a partition-routed index of P graphs ([`crate::partition`]); 0:
+    /// [`crate::partition::default_partitions`] of the corpus size.
+    pub partitions: usize,
     /// Passages per forward pass.
     pub batch_size: usize,
     /// Rows per saved chunk.
@@ -80,6 +84,7 @@ impl BuildConfig {
             query_max_len: None,
             quantization: Quantization::F32,
             hnsw: HnswParams::default(),
+            partitions: 1,
             batch_size: 64,
             chunk_rows: 4096,
             threads: default_threads(),
@@ -171,7 +176,18 @@ pub fn build_with_encoder<B: Backend>(config: &BuildConfig, encoder: &Encoder<B>
         chunk_rows: config.chunk_rows,
         rows_done: 0,
         hnsw_built: false,
+        partitions: match config.partitions {
+            0 => crate::partition::default_partitions(corpus.len()),
+            p => p,
+        },
     };
+    if fresh.partitions as u64 > corpus.len() {
+        return Err(RetrievalError::Input(format!(
+            "--partitions {}: the corpus has only {} rows",
+            fresh.partitions,
+            corpus.len()
+        )));
+    }
     let mut manifest = if let Some(saved) = saved {
         saved.check_same_build(&fresh, &manifest_path)?;
         let mut m = saved;
@@ -247,7 +263,7 @@ pub fn build_with_encoder<B: Backend>(config: &BuildConfig, encoder: &Encoder<B>
     drop(vectors);
 
     let mut hnsw_secs = 0.0;
-    if manifest.rows_done == rows && !(manifest.hnsw_built && out.join(HNSW_FILE).exists()) {
+    if manifest.rows_done == rows && !(manifest.hnsw_built && graph_files_exist(out, &manifest)) {
         let t1 = Instant::now();
         build_hnsw(out, &manifest, config.threads, config.progress)?;
         hnsw_secs = t1.elapsed().as_secs_f64();
@@ -406,10 +422,39 @@ impl Vectors {
     }
 }
 
+/// Whether the graph files of a manifest are in `out`.
+pub(crate) fn graph_files_exist(out: &Path, m: &Manifest) -> bool {
+    if m.partitions > 1 {
+        out.join(crate::partition::CENTROIDS_FILE).is_file()
+            && (0..m.partitions).all(|p| out.join(crate::partition::part_file(p)).is_file())
+    } else {
+        out.join(HNSW_FILE).is_file()
+    }
+}
+
 /// Builds the HNSW graph from `vectors.f32` with `threads` inserting threads and saves it to
-/// `index.usearch` (through a temporary file and a rename).
+/// `index.usearch` (through a temporary file and a rename); with `partitions` > 1, the
+/// partitioned index (k-means, assignment, one graph per partition) saved beside it.
 fn build_hnsw(out: &Path, m: &Manifest, threads: usize, progress: bool) -> Result<()> {
     let rows = m.rows_done;
+    if m.partitions > 1 {
+        let vectors = Vectors::open(&out.join(VECTORS_FILE), rows, m.encoder.dims)?;
+        tracing::info!(
+            rows,
+            threads,
+            partitions = m.partitions,
+            "building the partitioned HNSW index"
+        );
+        let spec = crate::partition::PartitionSpec {
+            dims: m.encoder.dims,
+            quantization: m.quantization,
+            hnsw: m.hnsw,
+        };
+        let kmeans = crate::partition::KMeansConfig::new(m.partitions);
+        let index = crate::partition::PartitionedIndex::build(vectors.all(), spec, &kmeans, threads, 1)?;
+        let _ = progress;
+        return index.save(out);
+    }
     let vectors = Vectors::open(&out.join(VECTORS_FILE), rows, m.encoder.dims)?;
     let index = new_usearch(m)?;
     index

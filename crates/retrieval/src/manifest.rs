@@ -229,8 +229,17 @@ pub struct Manifest {
     pub chunk_rows: u64,
     /// Rows whose vectors are saved in `vectors.f32`.
     pub rows_done: u64,
-    /// Whether `index.usearch` holds every row.
+    /// Whether `index.usearch` (or, partitioned, every partition file) holds every row.
     pub hnsw_built: bool,
+    /// 1: one HNSW graph in `index.usearch`; P > 1: a partition-routed index
+    /// ([`crate::partition`]: `centroids.f32` and `part-NNNNN.usearch` in the index folder).
+    /// Manifests written before this field existed read as 1.
+    #[serde(default = "one_partition")]
+    pub partitions: usize,
+}
+
+fn one_partition() -> usize {
+    1
 }
 
 impl Manifest {
@@ -321,6 +330,7 @@ impl Manifest {
             other.hnsw.expansion_add.to_string(),
         );
         cmp("chunk rows", self.chunk_rows.to_string(), other.chunk_rows.to_string());
+        cmp("partitions", self.partitions.to_string(), other.partitions.to_string());
         if diffs.is_empty() {
             Ok(())
         } else {

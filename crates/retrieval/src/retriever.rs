@@ -3,6 +3,8 @@
 //!
 //! Queries are encoded with the encoder the manifest names (its checksum must match), with the
 //! manifest's query prefix and max length. The HNSW file is memory-mapped (`view`) by default.
+//! A partitioned index (manifest `partitions` > 1) opens every partition file the same way and
+//! searches the `probe` partitions whose centroids score highest ([`crate::partition`]).
 //! usearch needs one reserved thread context per concurrent call, so searches take a slot from a
 //! counting semaphore sized to the contexts reserved after `view`/`load`: more concurrent callers
 //! than slots wait instead of crashing usearch.
@@ -75,6 +77,9 @@ pub struct RetrieverOptions {
     pub corpus: Option<PathBuf>,
     /// HNSW search candidate list (default: the manifest's).
     pub expansion_search: Option<usize>,
+    /// Partitioned indexes: partitions searched per query (default
+    /// [`crate::partition::DEFAULT_PROBE`]); ignored by a single graph.
+    pub probe: Option<usize>,
     /// Concurrent usearch calls (thread contexts reserved after opening).
     pub threads: usize,
     /// Queries per encoder forward pass.
@@ -91,6 +96,7 @@ impl Default for RetrieverOptions {
             encoder: None,
             corpus: None,
             expansion_search: None,
+            probe: None,
             threads: default_threads(),
             query_batch_size: 64,
             view: true,
@@ -131,13 +137,20 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+/// The searchable part of an index folder.
+enum Graph {
+    One(usearch::Index),
+    Parts(crate::partition::PartitionedIndex),
+}
+
 /// An opened index: corpus, HNSW graph, saved vectors and query encoder. `Send + Sync`: searches
 /// may run from several threads at once.
 pub struct Retriever {
     dir: PathBuf,
     manifest: Manifest,
     corpus: Corpus,
-    index: usearch::Index,
+    index: Graph,
+    probe: usize,
     vectors: Vectors,
     slots: Slots,
     threads: usize,
@@ -204,46 +217,73 @@ impl Retriever {
         let corpus = Corpus::open_expecting(&corpus_path, dir, &manifest.corpus, &manifest_path)?;
         let vectors = Vectors::open(&dir.join(VECTORS_FILE), manifest.rows_done, dims)?;
 
-        let hnsw_path = dir.join(HNSW_FILE);
-        let hnsw_str = hnsw_path
-            .to_str()
-            .ok_or_else(|| format_err(&hnsw_path, "the index path must be valid UTF-8 for usearch"))?;
-        if !hnsw_path.is_file() {
-            return Err(io_err(&hnsw_path)(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "HNSW file missing; rerun `research index` with the same arguments",
-            )));
-        }
-        let index = new_usearch(&manifest)?;
-        if options.view {
-            index.view(hnsw_str).map_err(usearch_err("viewing the index"))?;
-        } else {
-            index.load(hnsw_str).map_err(usearch_err("loading the index"))?;
-        }
         let threads = options.threads.max(1);
-        // view/load reset the thread contexts: reserve them again.
-        index
-            .reserve_capacity_and_threads(index.size(), threads)
-            .map_err(usearch_err("reserving search threads"))?;
-        if let Some(ef) = options.expansion_search {
-            index.change_expansion_search(ef);
-        }
-        if index.size() as u64 != manifest.corpus.rows || index.dimensions() != dims {
-            return Err(format_err(
-                &hnsw_path,
-                format!(
-                    "holds {} vectors of {} dims; the manifest says {} of {dims}",
-                    index.size(),
-                    index.dimensions(),
-                    manifest.corpus.rows
-                ),
-            ));
-        }
+        let hnsw_path = dir.join(HNSW_FILE);
+        let index = if manifest.partitions > 1 {
+            let spec = crate::partition::PartitionSpec {
+                dims,
+                quantization: manifest.quantization,
+                hnsw: manifest.hnsw,
+            };
+            let parts =
+                crate::partition::PartitionedIndex::open(dir, spec, manifest.partitions, threads, options.view)?;
+            if let Some(ef) = options.expansion_search {
+                parts.change_expansion_search(ef);
+            }
+            if parts.size() as u64 != manifest.corpus.rows {
+                return Err(format_err(
+                    dir,
+                    format!(
+                        "the {} partitions hold {} vectors; the manifest says {}",
+                        manifest.partitions,
+                        parts.size(),
+                        manifest.corpus.rows
+                    ),
+                ));
+            }
+            Graph::Parts(parts)
+        } else {
+            let hnsw_str = hnsw_path
+                .to_str()
+                .ok_or_else(|| format_err(&hnsw_path, "the index path must be valid UTF-8 for usearch"))?;
+            if !hnsw_path.is_file() {
+                return Err(io_err(&hnsw_path)(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "HNSW file missing; rerun `research index` with the same arguments",
+                )));
+            }
+            let index = new_usearch(&manifest)?;
+            if options.view {
+                index.view(hnsw_str).map_err(usearch_err("viewing the index"))?;
+            } else {
+                index.load(hnsw_str).map_err(usearch_err("loading the index"))?;
+            }
+            // view/load reset the thread contexts: reserve them again.
+            index
+                .reserve_capacity_and_threads(index.size(), threads)
+                .map_err(usearch_err("reserving search threads"))?;
+            if let Some(ef) = options.expansion_search {
+                index.change_expansion_search(ef);
+            }
+            if index.size() as u64 != manifest.corpus.rows || index.dimensions() != dims {
+                return Err(format_err(
+                    &hnsw_path,
+                    format!(
+                        "holds {} vectors of {} dims; the manifest says {} of {dims}",
+                        index.size(),
+                        index.dimensions(),
+                        manifest.corpus.rows
+                    ),
+                ));
+            }
+            Graph::One(index)
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             corpus,
             index,
+            probe: options.probe.unwrap_or(crate::partition::DEFAULT_PROBE).max(1),
             vectors,
             slots: Slots::new(threads),
             threads,
@@ -333,15 +373,24 @@ impl Retriever {
                 .map(|(outs, qs)| {
                     s.spawn(move || -> Result<()> {
                         let _slot = self.slots.acquire();
+                        let index = match &self.index {
+                            Graph::Parts(parts) => {
+                                for (o, q) in outs.iter_mut().zip(qs) {
+                                    *o = parts.search(q, k, self.probe)?;
+                                }
+                                return Ok(());
+                            }
+                            Graph::One(index) => index,
+                        };
                         let i8_storage = self.manifest.quantization == crate::manifest::Quantization::I8;
                         let mut buf = vec![0i8; if i8_storage { self.manifest.encoder.dims } else { 0 }];
                         for (o, q) in outs.iter_mut().zip(qs) {
                             let m = if i8_storage {
                                 // Quantized as the stored vectors were (see `quant`).
                                 crate::quant::quantize_max_abs(q, &mut buf);
-                                self.index.search(buf.as_slice(), k)
+                                index.search(buf.as_slice(), k)
                             } else {
-                                self.index.search(q.as_slice(), k)
+                                index.search(q.as_slice(), k)
                             }
                             .map_err(usearch_err("searching"))?;
                             *o = m

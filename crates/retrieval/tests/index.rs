@@ -296,3 +296,56 @@ fn exact_top_k_follows_a_hand_ranking() {
     }
     assert_eq!(exact_top_k(&data, 2, &q, 10, 2)[0].len(), 5);
 }
+
+#[test]
+fn partitioned_indexes_find_stored_vectors_and_old_manifests_open() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = sample_corpus(d.path(), 64);
+    let enc = tiny_encoder(&tiny_dir());
+    let out = d.path().join("parts");
+    let mut c = config(&corpus, &out);
+    c.quantization = Quantization::I8;
+    c.partitions = 4;
+    build_with_encoder(&c, &enc).unwrap();
+    assert!(out.join("centroids.f32").is_file() && out.join("part-00003.usearch").is_file());
+    assert!(!out.join("index.usearch").exists());
+    let vecs: Vec<Vec<f32>> = read_f32(&out.join("vectors.f32"))
+        .chunks(32)
+        .map(<[f32]>::to_vec)
+        .collect();
+    for probe in [1, 4] {
+        let options = RetrieverOptions {
+            threads: 2,
+            probe: Some(probe),
+            ..Default::default()
+        };
+        let r = Retriever::with_encoder(&out, &options, boxed(tiny_encoder(&tiny_dir()))).unwrap();
+        assert_eq!(r.manifest().partitions, 4);
+        let approx = r.nearest(&vecs, 3).unwrap();
+        let exact = r.nearest_exact(&vecs, 3).unwrap();
+        // A stored vector's nearest centroid is the one its row was assigned to, so even one
+        // probed partition holds it.
+        let same = approx.iter().zip(&exact).filter(|(a, e)| a[0].0 == e[0].0).count();
+        assert!(same >= 62, "probe {probe}: {same}/64 top-1 agree");
+        assert!(approx
+            .iter()
+            .all(|a| a.len() == 3 && a.windows(2).all(|w| w[0].1 >= w[1].1)));
+    }
+    // Resuming with another partition count is refused, naming the field.
+    let mut other = config(&corpus, &out);
+    other.quantization = Quantization::I8;
+    other.partitions = 2;
+    let e = build_with_encoder(&other, &enc).unwrap_err().to_string();
+    assert!(e.contains("partitions: index has 4, this run has 2"), "{e}");
+
+    // A manifest written before the `partitions` field: one graph, opens as before.
+    let one = d.path().join("one");
+    build_with_encoder(&config(&corpus, &one), &enc).unwrap();
+    let path = one.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m.as_object_mut().unwrap().remove("partitions").unwrap();
+    std::fs::write(&path, m.to_string()).unwrap();
+    let r = open(&one, &tiny_dir()).unwrap();
+    assert_eq!(r.manifest().partitions, 1);
+    assert_eq!(r.nearest(&vecs[..1], 1).unwrap()[0][0].0, 0);
+}
