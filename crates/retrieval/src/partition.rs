@@ -74,12 +74,14 @@ pub struct KMeansConfig {
 }
 
 impl KMeansConfig {
-    /// `partitions` partitions, trained on up to `max(64 · P, 32,768)` rows (at most 262,144),
-    /// 10 iterations, seed 0.
+    /// `partitions` partitions, trained on `256 · P` rows (faiss's default cap per centroid), at
+    /// least 32,768 and at most 1,048,576, 10 iterations, seed 0. Fewer rows per centroid route
+    /// worse: on the synthetic set with 8 clusters per partition, 8 sample rows per cluster kept
+    /// 96 % of a query's cluster in its first partition, 32 rows 99.9 % (numpy sweep, session 6).
     pub fn new(partitions: usize) -> Self {
         Self {
             partitions,
-            sample_rows: (64 * partitions).clamp(32_768, 262_144),
+            sample_rows: (256 * partitions).clamp(32_768, 1 << 20),
             iterations: 10,
             seed: 0,
         }
