@@ -23,7 +23,8 @@
 //!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
-//! tensor-core forward (neither with the decode kernel), `=nodecode` the default routing without
+//! tensor-core forward, `=mma3` the FlashAttention-2-layout one (32 query rows per warp, not the
+//! default yet; none of them with the decode kernel), `=nodecode` the default routing without
 //! the decode kernel (decode on the scalar split-K kernel); `RESEARCH_ATTENTION_BWD=simple`
 //! forces the scalar backward (for comparisons). Launches are counted per kernel kind
 //! ([`kernel_counts`]).
@@ -159,8 +160,9 @@ fn warn_once(reason: &str) {
 }
 
 /// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma` the single-buffered
-/// tensor-core forward of run K, `mma1` the unpipelined one (for comparisons); anything else (or
-/// unset) the default choice (the double-buffered `fwd_mma2`). `simple`, `mma`, `mma1` and
+/// tensor-core forward of run K, `mma1` the unpipelined one (for comparisons), `mma3` the
+/// FlashAttention-2-layout one (128-row blocks, 32 rows per warp); anything else (or unset) the
+/// default choice (the double-buffered `fwd_mma2`). `simple`, `mma`, `mma1`, `mma3` and
 /// `nodecode` also keep decode shapes off the decode kernel (`nodecode` changes nothing else).
 fn kernel_choice() -> Option<String> {
     std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
@@ -184,6 +186,18 @@ fn bwd_split_group(g: &Geometry) -> bool {
 /// rows padded to `d + 8` bf16/f16 elements (69,632 bytes at d = 128, three blocks per SM).
 fn fwd_mma2_smem(d: usize) -> u32 {
     (2 * 2 * MMA_BN * (d + 8) * 2) as u32
+}
+
+/// Query rows per block of `attn_fwd_mma3_*` (`MMA3_BM` in `fwd_mma.cu`).
+const MMA3_BM: usize = 128;
+
+/// Dynamic shared memory of `attn_fwd_mma3_*`: `Mma3<D>::SMEM` in `fwd_mma.cu`, two stages of a K
+/// and a V tile of `MMA_BN` keys, plus at d = 128 the block's `MMA3_BM` query rows (d = 64 keeps Q
+/// in registers), rows padded to `d + 8` elements (104,448 bytes at d = 128, 36,864 at d = 64).
+/// The kernel traps when given less.
+fn fwd_mma3_smem(d: usize) -> u32 {
+    let q_rows = if d > 64 { MMA3_BM } else { 0 };
+    ((4 * MMA_BN + q_rows) * (d + 8) * 2) as u32
 }
 
 /// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
@@ -569,6 +583,7 @@ fn forward(
     let kind = match choice.as_deref() {
         Some("mma1") => "fwd_mma1",
         Some("mma") => "fwd_mma",
+        Some("mma3") => "fwd_mma3",
         _ => "fwd_mma2",
     };
     let simple_forced = choice.as_deref() == Some("simple");
@@ -579,8 +594,12 @@ fn forward(
                 dt,
                 d,
                 entry: format!("attn_{kind}_{dt}_d{d}"),
-                grid: grid(g.t.div_ceil(MMA_BM), g.h, g.b)?,
-                smem: if kind == "fwd_mma2" { fwd_mma2_smem(d) } else { 0 },
+                grid: grid(g.t.div_ceil(if kind == "fwd_mma3" { MMA3_BM } else { MMA_BM }), g.h, g.b)?,
+                smem: match kind {
+                    "fwd_mma2" => fwd_mma2_smem(d),
+                    "fwd_mma3" => fwd_mma3_smem(d),
+                    _ => 0,
+                },
             })
         })
         .transpose()?;
@@ -591,7 +610,7 @@ fn forward(
         && strides_ok
         && choice
             .as_deref()
-            .is_none_or(|c| !["simple", "mma", "mma1", "nodecode"].contains(&c)))
+            .is_none_or(|c| !["simple", "mma", "mma1", "mma3", "nodecode"].contains(&c)))
     .then(|| -> Result<DecodeLaunch, Fail> {
         let (splits, split_len) = decode_splits(g.b * g.kvh, g.s);
         let mut launches = vec![Launch {

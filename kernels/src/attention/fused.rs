@@ -179,7 +179,7 @@ pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 pub fn entries(name: &str) -> Vec<String> {
     let kinds: &[&str] = match name {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
-        "fwd_mma" => &["fwd_mma2", "fwd_mma", "fwd_mma1"],
+        "fwd_mma" => &["fwd_mma2", "fwd_mma", "fwd_mma1", "fwd_mma3"],
         "decode" => &["fwd_decode"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
         "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq", "bwd_mma_dkdv_reduce"],
@@ -481,7 +481,8 @@ mod tests {
 
     #[test]
     fn entries_cover_the_instances() {
-        assert_eq!(entries("fwd_mma").len(), 12);
+        assert_eq!(entries("fwd_mma").len(), 16);
+        assert!(entries("fwd_mma").contains(&"attn_fwd_mma3_bf16_d128".to_string()));
         assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);

@@ -18,6 +18,8 @@
 // - `attn_fwd_mma_*`: one buffer each, K of tile j + 1 fetched during tile j's P V and V during
 //   its Q Kᵀ (RESEARCH_ATTENTION_KERNEL=mma).
 // - `attn_fwd_mma1_*`: each tile loaded, waited for, then computed (RESEARCH_ATTENTION_KERNEL=mma1).
+// - `attn_fwd_mma3_*` (RESEARCH_ATTENTION_KERNEL=mma3, not the default yet): FlashAttention-2's
+//   layout, 128 query rows per block and 32 per warp, K/V double-buffered (below `fwd_mma`).
 
 #define MMA_BM 64
 #define MMA_BN 64
@@ -65,10 +67,11 @@ __device__ __forceinline__ void qk_tile(float (&sacc)[MMA_BN / 8][4], const u32 
 
 // Scale, bias and mask the tile's scores (log2 domain), update the row state (m, l) and rescale
 // O; leaves P = exp2(S - m) in `sacc`. Row A/B of this thread see keys [0, endA) / [0, endB).
-template <int D>
+// `I`: the index type of rows and keys (i64; `fwd_mma3` passes int to save registers).
+template <int D, typename I>
 __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_BN / 8][4], float (&oacc)[D / 8][4],
-                                             float& mA, float& mB, float& lA, float& lB, i64 j0, i64 endA, i64 endB,
-                                             i64 rA, i64 rB, i64 b, int tig, float sl2) {
+                                             float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
+                                             I rB, i64 b, int tig, float sl2) {
     constexpr int NT = MMA_BN / 8;
     constexpr int DT8 = D / 8;
     float tA = NEG_INF, tB = NEG_INF;
@@ -229,7 +232,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 
             float sacc[NT][4];
             qk_tile<DT, D>(sacc, qf, Ks + st, lane);
-            mask_softmax<D>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+            mask_softmax<D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
             pv_tile<DT, D>(oacc, sacc, Vs + st, lane);
             __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
         }
@@ -255,7 +258,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 
             float sacc[NT][4];
             qk_tile<DT, D>(sacc, qf, Ks, lane);
-            mask_softmax<D>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+            mask_softmax<D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
 
             const bool more = j0 + MMA_BN < block_end;
             if (PIPE) {
@@ -311,4 +314,222 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
         __shared__ __align__(16) u16 Ks[MMA_BN * (D + MMA_PAD)];                                        \
         __shared__ __align__(16) u16 Vs[MMA_BN * (D + MMA_PAD)];                                        \
         fwd_mma<DT, D, 0>(p, Ks, Vs);                                                                   \
+    }                                                                                                   \
+    MMA3_INSTANCE(NAME, DT, D)
+
+// ---------------------------------------------------------------------------------------------
+// `attn_fwd_mma3_*` (RESEARCH_ATTENTION_KERNEL=mma3): FlashAttention-2's layout. Grid
+// (ceil(T / 128), H, B), 4 warps, each warp owning 32 query rows as two m16 tiles, so every K
+// fragment (Q Kᵀ) and V fragment (P V) loaded by ldmatrix feeds two mma. K/V 64-key tiles are
+// double-buffered with cp.async as in MODE 2. Q: in registers at D = 64; at D = 128 (too many
+// registers next to 2 x 64 O accumulators) staged once in shared memory with the first K/V tile
+// and read per k-step with ldmatrix. A warp skips the tiles past its last row's key range.
+// Dynamic shared memory: `Mma3<D>::SMEM` bytes (mirrored by `fwd_mma3_smem` in cuda.rs; the kernel
+// traps when given less).
+#define MMA3_BM 128
+
+template <int D>
+struct Mma3 {
+    static constexpr bool QSMEM = D > 64;
+    static constexpr int LDS = D + MMA_PAD;
+    static constexpr int TILE = MMA_BN * LDS;  // elements of one K or V tile
+    static constexpr int SMEM = (4 * TILE + (QSMEM ? MMA3_BM * LDS : 0)) * 2;
+    static constexpr int QK = QSMEM ? 1 : D / 16;  // k-steps of Q held in registers (1: unused)
+};
+
+// S = Q Kᵀ for this warp's two m16 tiles x 64 keys of the tile at `Kt`: each K fragment feeds both
+// tiles. Q's A fragments come from `qf` (registers) or, with QSMEM, from the warp's 32 rows at `Qw`.
+template <int DT, int D, bool QSMEM, int QK>
+__device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const u32 (&qf)[2][QK][4], const u16* Qw,
+                                         const u16* Kt, int lane) {
+    constexpr int LDS = D + MMA_PAD;
+    constexpr int NT = MMA_BN / 8;
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+#pragma unroll
+        for (int i = 0; i < NT; ++i) sacc[m][i][0] = sacc[m][i][1] = sacc[m][i][2] = sacc[m][i][3] = 0.f;
+    }
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+        u32 qa[2][4];
+        if constexpr (QSMEM) {
+            ld_a(qa[0], Qw, LDS, 0, ks * 16, lane);
+            ld_a(qa[1], Qw, LDS, 16, ks * 16, lane);
+        } else {
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) qa[m][e] = qf[m][QSMEM ? 0 : ks][e];
+            }
+        }
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            u32 b0, b1, b2, b3;
+            ld_b_nk(b0, b1, b2, b3, Kt, LDS, np * 16, ks * 16, lane);
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+                mma16816<DT>(sacc[m][2 * np], qa[m], b0, b1);
+                mma16816<DT>(sacc[m][2 * np + 1], qa[m], b2, b3);
+            }
+        }
+    }
+}
+
+// O += P V for the warp's two m16 tiles over the tile at `Vt`: each V fragment feeds both tiles.
+template <int DT, int D>
+__device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const float (&sacc)[2][MMA_BN / 8][4],
+                                         const u16* Vt, int lane) {
+    constexpr int LDS = D + MMA_PAD;
+#pragma unroll
+    for (int kk = 0; kk < MMA_BN / 16; ++kk) {
+        u32 pa[2][4];
+#pragma unroll
+        for (int m = 0; m < 2; ++m) acc_to_a<DT>(pa[m], sacc[m][2 * kk], sacc[m][2 * kk + 1]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            u32 b0, b1, b2, b3;
+            ld_b_kn(b0, b1, b2, b3, Vt, LDS, kk * 16, dp * 16, lane);
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+                mma16816<DT>(oacc[m][2 * dp], pa[m], b0, b1);
+                mma16816<DT>(oacc[m][2 * dp + 1], pa[m], b2, b3);
+            }
+        }
+    }
+}
+
+template <int DT, int D>
+__device__ __forceinline__ void fwd_mma3(const Params& p) {
+    constexpr bool QSMEM = Mma3<D>::QSMEM;
+    constexpr int QK = Mma3<D>::QK;
+    constexpr int LDS = Mma3<D>::LDS;
+    constexpr int TILE = Mma3<D>::TILE;
+    constexpr int NT = MMA_BN / 8;
+    constexpr int DT8 = D / 8;
+    extern __shared__ __align__(16) u16 fwd_mma3_smem[];
+    if (dynamic_smem_bytes() < (u32)Mma3<D>::SMEM) __trap();
+    u16* Ks = fwd_mma3_smem;    // [2][MMA_BN][LDS]
+    u16* Vs = Ks + 2 * TILE;    // [2][MMA_BN][LDS]
+    u16* Qs = Vs + 2 * TILE;    // [MMA3_BM][LDS] (QSMEM only)
+
+    // Heavy (late, causal) query blocks first.
+    const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
+    const i64 h = blockIdx.y, b = blockIdx.z;
+    const i64 kvh = h / (p.H / p.KVH);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    // Rows and keys as int (the host keeps T and S below 2^31): fewer registers than i64.
+    const int q0 = (int)mb * MMA3_BM;  // the block's first row
+    const int w0 = q0 + warp * 32;     // the warp's first row
+    int rA[2], rB[2];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+        rA[m] = w0 + m * 16 + g;
+        rB[m] = rA[m] + 8;
+    }
+
+    const u16* qp = (const u16*)p.q + b * p.q_sb + h * p.q_sh;
+    const u16* kp = (const u16*)p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vp = (const u16*)p.v + b * p.v_sb + kvh * p.v_sh;
+
+    u32 qf[2][QK][4];
+    if constexpr (!QSMEM) {
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+#pragma unroll
+            for (int ks = 0; ks < QK; ++ks) {
+                const int c0 = ks * 16 + tig * 2, c1 = c0 + 8;
+                qf[m][ks][0] = rA[m] < p.T ? ld_u32(qp + rA[m] * p.q_st + c0) : 0u;
+                qf[m][ks][1] = rB[m] < p.T ? ld_u32(qp + rB[m] * p.q_st + c0) : 0u;
+                qf[m][ks][2] = rA[m] < p.T ? ld_u32(qp + rA[m] * p.q_st + c1) : 0u;
+                qf[m][ks][3] = rB[m] < p.T ? ld_u32(qp + rB[m] * p.q_st + c1) : 0u;
+            }
+        }
+    }
+
+    int endA[2], endB[2];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+        endA[m] = rA[m] < p.T ? (int)key_end(p, b, rA[m]) : 0;
+        endB[m] = rB[m] < p.T ? (int)key_end(p, b, rB[m]) : 0;
+    }
+    i64 last = q0 + MMA3_BM - 1;
+    if (last > p.T - 1) last = p.T - 1;
+    const int block_end = (int)key_end(p, b, last);  // monotone in t: the block's last row sees most
+    i64 wlast = w0 + 31;
+    if (wlast > p.T - 1) wlast = p.T - 1;
+    const int warp_end = w0 < p.T ? (int)key_end(p, b, wlast) : 0;  // keys any of the warp's rows sees
+    const float sl2 = p.scale * LOG2E;
+
+    float oacc[2][DT8][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+#pragma unroll
+        for (int i = 0; i < DT8; ++i) oacc[m][i][0] = oacc[m][i][1] = oacc[m][i][2] = oacc[m][i][3] = 0.f;
+    }
+    float mA[2] = {NEG_INF, NEG_INF}, mB[2] = {NEG_INF, NEG_INF}, lA[2] = {0.f, 0.f}, lB[2] = {0.f, 0.f};
+
+    const int ntiles = (int)((block_end + MMA_BN - 1) / MMA_BN);
+    if (ntiles > 0) {
+        if constexpr (QSMEM) load_rows<D, MMA3_BM>(Qs, qp, p.q_st, q0, p.T, tid);
+        load_tile<D>(Ks, kp, p.k_ss, 0, p.S, tid);
+        load_tile<D>(Vs, vp, p.v_ss, 0, p.S, tid);
+        cp_async_commit();
+    }
+    for (int it = 0; it < ntiles; ++it) {
+        const int j0 = it * MMA_BN;
+        const int st = (it & 1) * TILE;
+        if (it + 1 < ntiles) {
+            // Stage st ^ 1 was last read in iteration it - 1, which ended with a barrier.
+            const int nx = TILE - st;
+            load_tile<D>(Ks + nx, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+            load_tile<D>(Vs + nx, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
+            cp_async_commit();
+            cp_async_wait<1>();  // this tile's group (and Q with the first) has landed
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // ... for every thread's copies (and zero-filled rows)
+
+        if (j0 < warp_end) {  // warp-uniform: tiles past every row of this warp are skipped
+            float sacc[2][NT][4];
+            qk_tile2<DT, D, QSMEM, QK>(sacc, qf, Qs + warp * 32 * LDS, Ks + st, lane);
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+                mask_softmax<D, int>(p, sacc[m], oacc[m], mA[m], mB[m], lA[m], lB[m], j0, endA[m], endB[m], rA[m], rB[m],
+                                b, tig, sl2);
+            }
+            pv_tile2<DT, D>(oacc, sacc, Vs + st, lane);
+        }
+        __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
+    }
+
+    u16* op = (u16*)p.o + b * p.o_sb + h * p.o_sh;
+    float* lse = p.lse + (b * p.H + h) * p.T;
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+        float la = lA[m], lb = lB[m];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        const float iA = la > 0.f ? 1.f / la : 0.f, iB = lb > 0.f ? 1.f / lb : 0.f;
+#pragma unroll
+        for (int i = 0; i < DT8; ++i) {
+            const int col = i * 8 + tig * 2;
+            if (rA[m] < p.T)
+                *(u32*)(op + rA[m] * p.o_st + col) = Elem<DT>::pack2(oacc[m][i][0] * iA, oacc[m][i][1] * iA);
+            if (rB[m] < p.T)
+                *(u32*)(op + rB[m] * p.o_st + col) = Elem<DT>::pack2(oacc[m][i][2] * iB, oacc[m][i][3] * iB);
+        }
+        if (tig == 0) {
+            if (rA[m] < p.T) lse[rA[m]] = la > 0.f ? (mA[m] + log2f(la)) * LN2 : NEG_INF;
+            if (rB[m] < p.T) lse[rB[m]] = lb > 0.f ? (mB[m] + log2f(lb)) * LN2 : NEG_INF;
+        }
+    }
+}
+
+#define MMA3_INSTANCE(NAME, DT, D)                                                                      \
+    extern "C" __global__ void __launch_bounds__(128, 2) attn_fwd_mma3_##NAME##_d##D(const Params p) { \
+        fwd_mma3<DT, D>(p);                                                                             \
     }
