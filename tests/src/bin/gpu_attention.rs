@@ -15,10 +15,13 @@
 //! fallback). Exit status 1 on any failure.
 //! The 16-bit forward cases run once per forward kernel (`[default]`: the double-buffered
 //! tensor-core kernel where it applies, the decode kernel for decode shapes; `[mma]`: run K's
-//! single-buffered one; `[mma1]`: the first, unpipelined one; `[simple]`: the scalar kernel).
+//! single-buffered one; `[mma1]`: the first, unpipelined one; `[mma3]`: the FlashAttention-2-layout
+//! one, 32 query rows per warp, which must run (`fwd_mma3`) wherever a tensor-core forward applies
+//! (16-bit, head dim 64/128, at least 16 queries); `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA;
 //! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
+//! `[mma3]`: the tensor-core backward from the `fwd_mma3` forward's output and log-sum-exp;
 //! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
 //! names the kernels that ran (launch counts per kind), and a case fails when the expected
 //! backward did not run. The decode cases (`decode ...` lines: GQA 1/2/7/8, 1 or 2 queries,
@@ -26,7 +29,7 @@
 //! kernel (`fwd_decode`) and not the scalar one, and with `RESEARCH_ATTENTION_KERNEL=nodecode`,
 //! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
-//! `mma1` kernel) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
+//! `mma1` and `mma3` kernels) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
 //! in-register GQA reduction, and `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
 //! cache: `research-fused` on the default route, `research-fused-scalar` with `nodecode`, each
@@ -494,12 +497,14 @@ mod imp {
         let mut ok = true;
         // Each forward kernel variant for the 16-bit types: the default (double-buffered
         // tensor-core kernel `fwd_mma2` where it applies, the decode kernel for decode shapes),
-        // run K's single-buffered one, the first unpipelined one, and the scalar kernel everywhere.
+        // run K's single-buffered one, the first unpipelined one, the FlashAttention-2-layout one
+        // (`mma3`, asserted to run where a tensor-core forward applies), and the scalar kernel
+        // everywhere.
         let variants = |dtype: DType| -> &'static [&'static str] {
             if dtype == DType::F32 {
                 &["default"]
             } else {
-                &["default", "mma", "mma1", "simple"]
+                &["default", "mma", "mma1", "mma3", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -509,19 +514,25 @@ mod imp {
                     let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
                     let bias = bias_tensor::<Cuda>(&x, &c, &dev);
                     let before = fused_counts().0;
+                    let kinds_before = fused_kernel_counts();
                     let o = fused_attention(q, k, v, c.causal, c.offset, c.lens.as_deref(), bias.as_ref());
                     let got = host(o);
                     let launched = fused_counts().0 - before;
+                    let kinds = count_delta(&kinds_before);
                     let rows = rows_to_check(&c, &mut rng);
                     let err = forward_error(&c, &x, &got, &rows);
                     let bound = fwd_bound(dtype);
-                    let pass = err <= bound && launched > 0;
+                    // `mma3` must have run wherever a tensor-core forward applies.
+                    let want_mma3 = variant == "mma3" && (c.d == 64 || c.d == 128) && c.t >= 16;
+                    let right_kernel = !want_mma3 || kinds.iter().any(|(k, _)| k == "fwd_mma3");
+                    let pass = err <= bound && launched > 0 && right_kernel;
                     ok &= pass;
                     println!(
-                        "{} fwd {} [{variant}] {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched}",
+                        "{} fwd {} [{variant}] {}: rel err {err:.2e} (bound {bound:.0e}), kernels {launched} ({})",
                         if pass { "PASS" } else { "FAIL" },
                         dtype_label(dtype),
-                        c.label()
+                        c.label(),
+                        counts_label(&kinds)
                     );
                 }
             }
@@ -576,7 +587,7 @@ mod imp {
             if dtype == DType::F32 {
                 &["simple"]
             } else {
-                &["mma", "grouped", "simple"]
+                &["mma", "grouped", "mma3", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -586,6 +597,8 @@ mod imp {
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_BWD");
                 }
+                // `mma3`: the default tensor-core backward from the `fwd_mma3` forward (its lse).
+                set_variant(if bwd == "mma3" { "mma3" } else { "default" });
                 for c in backward_cases() {
                     let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
                     let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
@@ -624,17 +637,19 @@ mod imp {
                     // forced; the scalar one otherwise. Forward (1 or 2 kernels) + 3 backward kernels
                     // (+ the group reduction when a GQA group's heads run as separate blocks, the
                     // default; `grouped` keeps the in-register reduction).
-                    let want_mma = (bwd == "mma" || bwd == "grouped") && (c.d == 64 || c.d == 128);
-                    let want_reduce = want_mma && bwd == "mma" && c.h > c.kvh;
-                    let right_kernels = if want_mma {
-                        ran("bwd_pre")
-                            && ran("bwd_mma_dkdv")
-                            && ran("bwd_mma_dq")
-                            && !ran("bwd_dkdv")
-                            && ran("bwd_mma_dkdv_reduce") == want_reduce
-                    } else {
-                        ran("bwd_pre") && ran("bwd_dkdv") && ran("bwd_dq") && !ran("bwd_mma_dkdv")
-                    };
+                    let want_mma = (bwd == "mma" || bwd == "grouped" || bwd == "mma3") && (c.d == 64 || c.d == 128);
+                    let want_reduce = want_mma && bwd != "grouped" && c.h > c.kvh;
+                    let fwd_ok = !(bwd == "mma3" && want_mma && c.t >= 16) || ran("fwd_mma3");
+                    let right_kernels = fwd_ok
+                        && if want_mma {
+                            ran("bwd_pre")
+                                && ran("bwd_mma_dkdv")
+                                && ran("bwd_mma_dq")
+                                && !ran("bwd_dkdv")
+                                && ran("bwd_mma_dkdv_reduce") == want_reduce
+                        } else {
+                            ran("bwd_pre") && ran("bwd_dkdv") && ran("bwd_dq") && !ran("bwd_mma_dkdv")
+                        };
                     let pass = worst <= bound && launched >= 4 && right_kernels && worst.is_finite();
                     ok &= pass;
                     println!(
@@ -649,6 +664,7 @@ mod imp {
             }
         }
         std::env::remove_var("RESEARCH_ATTENTION_BWD");
+        set_variant("default");
         ok
     }
 
@@ -679,6 +695,10 @@ mod imp {
             });
             set_variant("mma1");
             let tf1 = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+            });
+            set_variant("mma3");
+            let tf3 = time(iters, &dev, || {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
             set_variant("default");
@@ -712,6 +732,11 @@ mod imp {
                 3.5 * flops / tfb / 1e12,
                 tf1 * 1e6,
                 flops / tf1 / 1e12
+            );
+            line += &format!(
+                ",\"fwd_mma3_us\":{:.1},\"fwd_mma3_tflops\":{:.2}",
+                tf3 * 1e6,
+                flops / tf3 / 1e12
             );
             line += &format!(
                 ",\"fwdbwd_grouped_us\":{:.1},\"fwdbwd_grouped_tflops\":{:.2}",
