@@ -594,7 +594,11 @@ fn forward(
                 dt,
                 d,
                 entry: format!("attn_{kind}_{dt}_d{d}"),
-                grid: grid(g.t.div_ceil(if kind == "fwd_mma3" { MMA3_BM } else { MMA_BM }), g.h, g.b)?,
+                grid: grid(
+                    g.t.div_ceil(if kind == "fwd_mma3" { MMA3_BM } else { MMA_BM }),
+                    g.h,
+                    g.b,
+                )?,
                 smem: match kind {
                     "fwd_mma2" => fwd_mma2_smem(d),
                     "fwd_mma3" => fwd_mma3_smem(d),

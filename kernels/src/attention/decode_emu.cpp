@@ -1,5 +1,6 @@
-// CPU emulation of decode.cu (and the split-K combine of fwd_simple.cu) for the kernels crate's
-// tests, no GPU needed. The CUDA sources are compiled as C++17 with the 128 threads of a block as
+// CPU emulation of decode.cu (and the split-K combine of fwd_simple.cu) and, with the argument
+// `mma3`, of the FlashAttention-2-layout prefill forward `attn_fwd_mma3_*` of fwd_mma.cu (the
+// portable helpers of mma.cuh included as they are), for the kernels crate's tests, no GPU needed. The CUDA sources are compiled as C++17 with the 128 threads of a block as
 // ucontext coroutines; the warp collectives (mma.sync m16n8k16, ldmatrix x4 and .trans, shuffles,
 // __syncwarp) resolve only once all 32 lanes of the warp wait at the same one, __syncthreads once
 // every live thread of the block does (anything else aborts: a divergent collective or a
@@ -21,6 +22,8 @@
 //   2 broadcast over queries) splits split_len mode seed
 // (K/V are [B, KVH, cap, D] read as their first S positions; with lens, sequence b sees
 // max(0, S - 7b) keys, sequence 1 sees 1 key, and a length above S is clamped by the kernel.)
+// With `mma3` the same line runs `attn_fwd_mma3_*` on grid (ceil(T / 128), H, B) instead
+// (splits, split_len ignored).
 // stdout, one line per case: `ok <err/bound> <lse err>` or `FAIL <reason>`. err: max |O - O64| over
 // the case / max |O64|, bound 2e-2 (bf16) or 4e-3 (f16); the natural-log lse within 1e-3 (-inf for
 // rows that see no key, whose O must be 0).
@@ -322,6 +325,13 @@ static void cp_async16(void* dst, const void* src) {
     std::memcpy(c.bytes, src, 16);
     g_open[g_cur].push_back(c);
 }
+static void cp_async_wait_all() {
+    g_groups[g_cur].push_back(g_open[g_cur]);
+    g_open[g_cur].clear();
+    for (const auto& gr : g_groups[g_cur])
+        for (const Copy& c : gr) std::memcpy(c.dst, c.bytes, 16);
+    g_groups[g_cur].clear();
+}
 static void cp_async_commit() {
     g_groups[g_cur].push_back(g_open[g_cur]);
     g_open[g_cur].clear();
@@ -365,6 +375,17 @@ static float bias_at(const Params& p, i64 b, i64 t, i64 j) { return p.bias[b * p
 
 #include "decode.cu"
 #include "fwd_simple.cu"
+#define RESEARCH_MMA_EMU
+#include "mma.cuh"
+#define MMA3_SMEM_DECL u16* const fwd_mma3_smem = (u16*)dec_smem
+#pragma push_macro("NT")  // fwd_mma.cu names its n-tile counts NT
+#undef NT
+#include "fwd_mma.cu"
+#pragma pop_macro("NT")
+MMA3_INSTANCE(bf16, 1, 64)
+MMA3_INSTANCE(bf16, 1, 128)
+MMA3_INSTANCE(f16, 2, 64)
+MMA3_INSTANCE(f16, 2, 128)
 
 DECODE_INSTANCE(bf16, 1, 64)
 DECODE_INSTANCE(bf16, 1, 128)
@@ -465,6 +486,7 @@ static void launch(Kernel k, const Params& p, Dim3 grid, u32 dyn) {
 
 // ---- cases ------------------------------------------------------------------------------------
 
+static bool g_mma3;  // run attn_fwd_mma3_* instead of the decode kernel
 static u32 g_rng;
 static float urand() {  // uniform in [-1, 1)
     g_rng = g_rng * 1664525u + 1013904223u;
@@ -516,9 +538,16 @@ static void run_case(int D, int Bn, int H, int KVH, int T, int S, int cap, int c
                          : (bf ? attn_fwd_decode_bf16_d128 : attn_fwd_decode_f16_d128);
     Kernel comb = D == 64 ? (bf ? attn_fwd_combine_bf16_d64 : attn_fwd_combine_f16_d64)
                           : (bf ? attn_fwd_combine_bf16_d128 : attn_fwd_combine_f16_d128);
-    const u32 smem = D == 64 ? DecodeCfg<64>::SMEM : DecodeCfg<128>::SMEM;
-    launch(dec, p, Dim3{(unsigned)splits, (unsigned)KVH, (unsigned)Bn}, smem);
-    if (splits > 1) launch(comb, p, Dim3{(unsigned)((Bn * H * T + 3) / 4), 1, 1}, 0);
+    if (g_mma3) {
+        Kernel k3 = D == 64 ? (bf ? attn_fwd_mma3_bf16_d64 : attn_fwd_mma3_f16_d64)
+                            : (bf ? attn_fwd_mma3_bf16_d128 : attn_fwd_mma3_f16_d128);
+        const u32 smem3 = D == 64 ? Mma3<64>::SMEM : Mma3<128>::SMEM;
+        launch(k3, p, Dim3{(unsigned)((T + MMA3_BM - 1) / MMA3_BM), (unsigned)H, (unsigned)Bn}, smem3);
+    } else {
+        const u32 smem = D == 64 ? DecodeCfg<64>::SMEM : DecodeCfg<128>::SMEM;
+        launch(dec, p, Dim3{(unsigned)splits, (unsigned)KVH, (unsigned)Bn}, smem);
+        if (splits > 1) launch(comb, p, Dim3{(unsigned)((Bn * H * T + 3) / 4), 1, 1}, 0);
+    }
 
     // float64 reference.
     double err = 0, scale = 1e-30, lse_err = 0;
@@ -583,7 +612,8 @@ static void run_case(int D, int Bn, int H, int KVH, int T, int S, int cap, int c
     }
 }
 
-int main() {
+int main(int argc, char** argv) {
+    g_mma3 = argc > 1 && std::strcmp(argv[1], "mma3") == 0;
     int dt, D, Bn, H, KVH, T, S, cap, causal, q_offset, lens, bias, splits, split_len, mode;
     unsigned seed;
     while (std::scanf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %u", &dt, &D, &Bn, &H, &KVH, &T, &S, &cap, &causal,

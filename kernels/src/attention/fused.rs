@@ -375,23 +375,14 @@ mod tests {
         }
     }
 
-    /// The decode kernel itself, run on the CPU: `decode_emu.cpp` compiles `decode.cu` and the
-    /// combine of `fwd_simple.cu` as C++17 (the threads of a block as coroutines; mma.sync,
-    /// ldmatrix, shuffles and barriers resolved only when the whole warp or block waits at them,
-    /// with the PTX fragment layouts written independently of the kernel; cp.async copies landing
-    /// at the latest allowed wait or at issue; shared memory and outputs poisoned with NaN) and
-    /// checks every output and log-sum-exp against float64. Splits from [`decode_splits`] (and
-    /// forced to 1: the direct write): GQA 1, 2, 7, 8 with 1 and 2 queries (16 rows at 8 × 2),
-    /// ragged lengths (1, shorter than a split, longer than the cache), a cache view, a causal
-    /// offset, both biases, d 64 and 128, bf16 and f16. Needs a C++17 compiler with `_Float16`
-    /// (`$CXX` or `c++`, GCC ≥ 12); skipped with a note when there is none, unless
-    /// `RESEARCH_DECODE_EMU=require`.
-    #[test]
-    fn decode_kernel_matches_float64_in_cpu_emulation() {
+    /// Builds `decode_emu.cpp` (with `$CXX` or `c++`), runs it with `arg` on `input` (one case per
+    /// line, named by `labels`) and asserts every case printed `ok`. `None` when no compiler could
+    /// build it (a note is printed; a failure with `RESEARCH_DECODE_EMU=require`).
+    fn emulate(arg: Option<&str>, input: &str, labels: &[String], what: &str) -> Option<()> {
         use std::process::{Command, Stdio};
         let require = std::env::var("RESEARCH_DECODE_EMU").is_ok_and(|v| v == "require");
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let dir = std::env::temp_dir().join(format!("research-decode-emu-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("research-{what}-emu-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let exe = dir.join("decode_emu");
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/attention/decode_emu.cpp");
@@ -407,15 +398,60 @@ mod tests {
                     Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
                     Err(e) => e.to_string(),
                 };
-                assert!(!require, "{cxx} could not build the decode emulator:\n{why}");
+                assert!(!require, "{cxx} could not build the emulator:\n{why}");
                 eprintln!(
-                    "skipped: {cxx} could not build the decode emulator ({})",
+                    "skipped: {cxx} could not build the emulator ({})",
                     why.lines().next().unwrap_or("")
                 );
                 let _ = std::fs::remove_dir_all(&dir);
-                return;
+                return None;
             }
         }
+        let mut child = Command::new(&exe)
+            .args(arg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(
+            out.status.success() && lines.len() == labels.len(),
+            "emulator stopped after {} of {} cases: {}",
+            lines.len(),
+            labels.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bad: Vec<String> = lines
+            .iter()
+            .zip(labels)
+            .filter(|(l, _)| !l.starts_with("ok "))
+            .map(|(l, c)| format!("{c}: {l}"))
+            .collect();
+        assert!(bad.is_empty(), "{what} emulation failures:\n{}", bad.join("\n"));
+        Some(())
+    }
+
+    /// The decode kernel itself, run on the CPU: `decode_emu.cpp` compiles `decode.cu` and the
+    /// combine of `fwd_simple.cu` as C++17 (the threads of a block as coroutines; mma.sync,
+    /// ldmatrix, shuffles and barriers resolved only when the whole warp or block waits at them,
+    /// with the PTX fragment layouts written independently of the kernel; cp.async copies landing
+    /// at the latest allowed wait or at issue; shared memory and outputs poisoned with NaN) and
+    /// checks every output and log-sum-exp against float64. Splits from [`decode_splits`] (and
+    /// forced to 1: the direct write): GQA 1, 2, 7, 8 with 1 and 2 queries (16 rows at 8 × 2),
+    /// ragged lengths (1, shorter than a split, longer than the cache), a cache view, a causal
+    /// offset, both biases, d 64 and 128, bf16 and f16. Needs a C++17 compiler with `_Float16`
+    /// (`$CXX` or `c++`, GCC ≥ 12); skipped with a note when there is none, unless
+    /// `RESEARCH_DECODE_EMU=require`.
+    #[test]
+    fn decode_kernel_matches_float64_in_cpu_emulation() {
         // (dt code, d, batch, heads, kv heads, queries, keys, cache, causal, q_offset, lens, bias)
         let cases = [
             (1, 128, 4, 7, 1, 1, 300, 300, false, 0, true, 0),
@@ -449,34 +485,47 @@ mod tests {
                 seed += 1;
             }
         }
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let _ = emulate(None, &input, &labels, "decode");
+    }
+
+    /// `attn_fwd_mma3_*` (128-row blocks, 32 query rows per warp) run on the CPU by the same
+    /// emulator (`decode_emu mma3`) and checked against float64 (O within 2e-2 bf16 / 4e-3 f16 of
+    /// max |O|, lse within 1e-3, -inf and O = 0 for rows without keys): several query blocks and key
+    /// tiles (both stages of the K/V double buffer), a partial last block, causal with and without
+    /// an offset, non-causal, GQA 1/2/4... with ragged lengths (rows that see no key, a length past
+    /// the cache), both biases, a strided cache view, d 64 (Q in registers) and 128 (Q in shared
+    /// memory), bf16 and f16, cp.async landing late (mode 0) and at issue (mode 1).
+    #[test]
+    fn fwd_mma3_matches_float64_in_cpu_emulation() {
+        // (dt code, d, batch, heads, kv heads, queries, keys, cache, causal, q_offset, lens, bias)
+        let cases = [
+            (1, 128, 1, 2, 1, 200, 200, 200, true, 0, false, 0),
+            (2, 64, 2, 4, 2, 130, 150, 160, true, 20, false, 0),
+            (1, 64, 3, 2, 2, 70, 100, 100, false, 0, true, 0),
+            (2, 128, 3, 2, 1, 40, 90, 96, true, 0, true, 1),
+            (2, 128, 1, 4, 4, 129, 129, 129, true, 0, false, 2),
+            (1, 64, 1, 2, 1, 300, 300, 300, true, 0, false, 0),
+            (1, 128, 1, 1, 1, 17, 300, 300, false, 0, false, 0),
+            (2, 64, 1, 4, 1, 16, 80, 80, true, 64, false, 1),
+        ];
+        let mut input = String::new();
+        let mut labels = Vec::new();
+        let mut seed = 100;
+        for &(dt, d, b, h, kvh, t, s, cap, causal, off, lens, bias) in &cases {
+            for mode in [0, 1] {
+                input += &format!(
+                    "{dt} {d} {b} {h} {kvh} {t} {s} {cap} {} {off} {} {bias} 1 0 {mode} {seed}\n",
+                    u8::from(causal),
+                    u8::from(lens)
+                );
+                labels.push(format!(
+                    "dt{dt} d{d} b{b} h{h}/{kvh} t{t} s{s} cap{cap} causal={causal}@{off} lens={lens} bias={bias} \
+                     mode {mode}"
+                ));
+                seed += 1;
+            }
         }
-        let out = child.wait_with_output().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert!(
-            out.status.success() && lines.len() == labels.len(),
-            "emulator stopped after {} of {} cases: {}",
-            lines.len(),
-            labels.len(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bad: Vec<String> = lines
-            .iter()
-            .zip(&labels)
-            .filter(|(l, _)| !l.starts_with("ok "))
-            .map(|(l, c)| format!("{c}: {l}"))
-            .collect();
-        assert!(bad.is_empty(), "decode emulation failures:\n{}", bad.join("\n"));
+        let _ = emulate(Some("mma3"), &input, &labels, "fwd_mma3");
     }
 
     #[test]

@@ -327,6 +327,9 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 // Dynamic shared memory: `Mma3<D>::SMEM` bytes (mirrored by `fwd_mma3_smem` in cuda.rs; the kernel
 // traps when given less).
 #define MMA3_BM 128
+#ifndef MMA3_SMEM_DECL  // the CPU emulator (decode_emu.cpp) points it at its own array
+#define MMA3_SMEM_DECL extern __shared__ __align__(16) u16 fwd_mma3_smem[]
+#endif
 
 template <int D>
 struct Mma3 {
@@ -406,7 +409,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
     constexpr int TILE = Mma3<D>::TILE;
     constexpr int NT = MMA_BN / 8;
     constexpr int DT8 = D / 8;
-    extern __shared__ __align__(16) u16 fwd_mma3_smem[];
+    MMA3_SMEM_DECL;
     if (dynamic_smem_bytes() < (u32)Mma3<D>::SMEM) __trap();
     u16* Ks = fwd_mma3_smem;    // [2][MMA_BN][LDS]
     u16* Vs = Ks + 2 * TILE;    // [2][MMA_BN][LDS]

@@ -4,6 +4,9 @@
 // a2 = (row g, cols 8+2tig..+1), a3 = (row g+8, cols 8+2tig..+1); B (16x8, "col") b0 = (k 2tig..+1,
 // n g), b1 = (k 8+2tig..+1, n g); C (16x8) c0,c1 = (row g, cols 2tig..+1), c2,c3 = (row g+8, same).
 
+// The device primitives (inline PTX) come first; `decode_emu.cpp` defines RESEARCH_MMA_EMU and its
+// own emulated versions of them, then includes this file for the portable helpers below them.
+#ifndef RESEARCH_MMA_EMU
 // Bytes of dynamic shared memory this launch was given.
 __device__ __forceinline__ u32 dynamic_smem_bytes() {
     u32 n;
@@ -65,6 +68,7 @@ __device__ __forceinline__ void mma16816<2>(float* c, const u32* a, u32 b0, u32 
 }
 
 __device__ __forceinline__ u32 ld_u32(const u16* p) { return *(const u32*)p; }
+#endif  // RESEARCH_MMA_EMU
 
 // A fragment of the 16x16 tile at (row m0, col k0) of a row-major [m][k] shared array.
 __device__ __forceinline__ void ld_a(u32* a, const u16* s, int lds, int m0, int k0, int lane) {
