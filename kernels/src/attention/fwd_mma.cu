@@ -379,23 +379,21 @@ __device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const 
 }
 
 // O += P V for the warp's two m16 tiles over the tile at `Vt`: each V fragment feeds both tiles.
+// P arrives packed as A fragments (`acc_to_a`), half the registers of its f32 form.
 template <int DT, int D>
-__device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const float (&sacc)[2][MMA_BN / 8][4],
+__device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const u32 (&pa)[2][MMA_BN / 16][4],
                                          const u16* Vt, int lane) {
     constexpr int LDS = D + MMA_PAD;
 #pragma unroll
     for (int kk = 0; kk < MMA_BN / 16; ++kk) {
-        u32 pa[2][4];
-#pragma unroll
-        for (int m = 0; m < 2; ++m) acc_to_a<DT>(pa[m], sacc[m][2 * kk], sacc[m][2 * kk + 1]);
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
             u32 b0, b1, b2, b3;
             ld_b_kn(b0, b1, b2, b3, Vt, LDS, kk * 16, dp * 16, lane);
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
-                mma16816<DT>(oacc[m][2 * dp], pa[m], b0, b1);
-                mma16816<DT>(oacc[m][2 * dp + 1], pa[m], b2, b3);
+                mma16816<DT>(oacc[m][2 * dp], pa[m][kk], b0, b1);
+                mma16816<DT>(oacc[m][2 * dp + 1], pa[m][kk], b2, b3);
             }
         }
     }
@@ -497,12 +495,15 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
         if (j0 < warp_end) {  // warp-uniform: tiles past every row of this warp are skipped
             float sacc[2][NT][4];
             qk_tile2<DT, D, QSMEM, QK>(sacc, qf, Qs + warp * 32 * LDS, Ks + st, lane);
+            u32 pa[2][MMA_BN / 16][4];
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
                 mask_softmax<D, int>(p, sacc[m], oacc[m], mA[m], mB[m], lA[m], lB[m], j0, endA[m], endB[m], rA[m], rB[m],
                                 b, tig, sl2);
+#pragma unroll
+                for (int kk = 0; kk < MMA_BN / 16; ++kk) acc_to_a<DT>(pa[m][kk], sacc[m][2 * kk], sacc[m][2 * kk + 1]);
             }
-            pv_tile2<DT, D>(oacc, sacc, Vs + st, lane);
+            pv_tile2<DT, D>(oacc, pa, Vs + st, lane);
         }
         __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
     }
