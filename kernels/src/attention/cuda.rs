@@ -583,7 +583,8 @@ fn forward(
     let kind = match choice.as_deref() {
         Some("mma1") => "fwd_mma1",
         Some("mma") => "fwd_mma",
-        Some("mma3") => "fwd_mma3",
+        // fwd_mma3 indexes rows and keys as 32-bit ints.
+        Some("mma3") if g.t <= i32::MAX as usize && g.s <= i32::MAX as usize => "fwd_mma3",
         _ => "fwd_mma2",
     };
     let simple_forced = choice.as_deref() == Some("simple");
