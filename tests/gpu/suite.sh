@@ -41,10 +41,11 @@ if [ "${SKIP_GEMM:-0}" != 1 ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench ${GEMM_BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gemm.jsonl"
   # Decode M = 1 (issue 7): as above, then without programmatic dependent launch (impl `-nopdl`),
-  # then with burn's separate output task (`-twotask`), each at 50 and 500 calls per timing (the
-  # second amortises the fixed start and sync of a timed loop); own file, gemm_table.py ignores it.
+  # then with the output reserved inside the product's task (`-onetask`), each at 50 and 500 calls
+  # per timing (the second amortises the fixed start and sync of a timed loop); own file,
+  # gemm_table.py ignores it.
   if [ "${SKIP_GEMV_COMPARE:-0}" != 1 ]; then
-    for v in RESEARCH_GEMV_PDL=1 RESEARCH_GEMV_PDL=0 RESEARCH_GEMM_ONE_TASK=0; do
+    for v in RESEARCH_GEMV_PDL=1 RESEARCH_GEMV_PDL=0 RESEARCH_GEMM_ONE_TASK=1; do
       for it in 50 500; do
         env $v timeout ${GEMM_TIMEOUT:-200} stage/bin/gpu-gemm bench --max-m 1 --iters $it 2>&1 | tee -a "$OUT/bench_gemv.jsonl"
       done

@@ -396,9 +396,11 @@ mod imp {
             let y3 = linear(y2.clone(), w3.clone(), None);
             let w1s = w1.mul_scalar(0.5); // exact in bf16
             let y4 = linear(y3.clone(), w1s.clone(), None);
-            let gemvs = gemv_counts().0 - before;
             let (xh, y1h, y2h, y3h, y4h) = (host(x), host(y1), host(y2), host(y3), host(y4));
             let (w2h, w3h, w1sh) = (host(w2), host(w3), host(w1s));
+            // Counted after the read-backs: a product enqueued without waiting counts its launch
+            // when cubecl's device thread runs it, which the reads wait for.
+            let gemvs = gemv_counts().0 - before;
             // (name, input row, weight [k, n] row-major, k, n, output)
             type Stage<'a> = (&'a str, &'a [f32], &'a [f32], usize, usize, &'a [f32]);
             let stages: [Stage; 4] = [
@@ -464,12 +466,12 @@ mod imp {
             if gemv_disabled() { "-nogemv" } else { "" },
             match (
                 pdl_disabled(),
-                std::env::var("RESEARCH_GEMM_ONE_TASK").is_ok_and(|v| v.trim() == "0")
+                std::env::var("RESEARCH_GEMM_ONE_TASK").is_ok_and(|v| v.trim() == "1")
             ) {
                 (false, false) => "",
                 (true, false) => "-nopdl",
-                (false, true) => "-twotask",
-                (true, true) => "-nopdl-twotask",
+                (false, true) => "-onetask",
+                (true, true) => "-nopdl-onetask",
             },
             if std::env::var("RESEARCH_GEMM_SYNC").is_ok_and(|v| v == "1") {
                 "-sync"
