@@ -27,6 +27,8 @@
 pub mod attention;
 #[cfg(feature = "nvrtc")]
 pub(crate) mod cuda_rt;
+#[cfg(test)]
+mod emu;
 pub mod linear;
 pub mod loss;
 pub mod optim;

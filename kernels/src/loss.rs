@@ -261,32 +261,16 @@ mod tests {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let require = std::env::var("RESEARCH_TOKEN_STATS_EMU").is_ok_and(|v| v == "require");
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let dir = std::env::temp_dir().join(format!("research-token-stats-emu-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("token_stats_emu");
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/loss/token_stats_emu.cpp");
-        let built = Command::new(&cxx)
-            .args(["-std=c++17", "-O1", "-Wno-unknown-pragmas", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output();
-        match built {
-            Ok(out) if out.status.success() => {}
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                let _ = std::fs::remove_dir_all(&dir);
-                assert!(!require, "{cxx} could not build the emulator:\n{why}");
-                eprintln!(
-                    "skipped: {cxx} could not build the token-stats emulator ({})",
-                    why.lines().next().unwrap_or("")
-                );
-                return;
-            }
-        }
+        let Some((dir, exe)) = crate::emu::build(
+            "src/loss/token_stats_emu.cpp",
+            "token_stats_emu",
+            "token-stats",
+            &["-Wno-unknown-pragmas"],
+            require,
+            "token-stats emulator",
+        ) else {
+            return;
+        };
         // dt T V pad shift target_i64 grad_layout neg_inf seed (see the emulator's header).
         let cases = [
             "0 5 1001 0 0 0 0 0 1",

@@ -381,32 +381,14 @@ mod tests {
     fn emulate(arg: Option<&str>, input: &str, labels: &[String], what: &str) -> Option<()> {
         use std::process::{Command, Stdio};
         let require = std::env::var("RESEARCH_DECODE_EMU").is_ok_and(|v| v == "require");
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let dir = std::env::temp_dir().join(format!("research-{what}-emu-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("decode_emu");
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/attention/decode_emu.cpp");
-        let built = Command::new(&cxx)
-            .args(["-std=c++17", "-O1", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output();
-        match built {
-            Ok(out) if out.status.success() => {}
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(!require, "{cxx} could not build the emulator:\n{why}");
-                eprintln!(
-                    "skipped: {cxx} could not build the emulator ({})",
-                    why.lines().next().unwrap_or("")
-                );
-                let _ = std::fs::remove_dir_all(&dir);
-                return None;
-            }
-        }
+        let (dir, exe) = crate::emu::build(
+            "src/attention/decode_emu.cpp",
+            "decode_emu",
+            what,
+            &[],
+            require,
+            "emulator",
+        )?;
         let mut child = Command::new(&exe)
             .args(arg)
             .stdin(Stdio::piped())

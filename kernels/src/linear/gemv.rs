@@ -570,37 +570,17 @@ mod tests {
         use std::process::{Command, Stdio};
         let mode = std::env::var("RESEARCH_GEMV_EMU").unwrap_or_default();
         let require = mode == "require" || mode == "asan";
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let dir = std::env::temp_dir().join(format!("research-gemv-emu-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("gemv_emu");
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/linear/gemv_emu.cpp");
-        let build = |extra: &[&str]| {
-            Command::new(&cxx)
-                .args(["-std=c++17", "-O1"])
-                .args(extra)
-                .arg("-o")
-                .arg(&exe)
-                .arg(&src)
-                .output()
+        let asan: &[&str] = if mode == "asan" { &["-fsanitize=address"] } else { &[] };
+        let Some((dir, exe)) = crate::emu::build(
+            "src/linear/gemv_emu.cpp",
+            "gemv_emu",
+            "gemv",
+            asan,
+            require,
+            "GEMV emulator",
+        ) else {
+            return;
         };
-        let built = build(if mode == "asan" { &["-fsanitize=address"] } else { &[] });
-        match built {
-            Ok(out) if out.status.success() => {}
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(!require, "{cxx} could not build the emulator:\n{why}");
-                eprintln!(
-                    "skipped: {cxx} could not build the GEMV emulator ({})",
-                    why.lines().next().unwrap_or("")
-                );
-                let _ = std::fs::remove_dir_all(&dir);
-                return;
-            }
-        }
         // (x row stride, K, N, W strides) per case; K-contiguous W has strides (1, ldw).
         struct Case {
             k: usize,
