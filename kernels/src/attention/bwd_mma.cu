@@ -54,7 +54,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     u16* Vs = Ks + BWD_BN * LDS;                // [64][LDS]
     u16* Qs = Vs + BWD_BN * LDS;                // [2][BQ][LDS]
     u16* Ds = Qs + 2 * BQ * LDS;                // [2][BQ][LDS] dO
-    float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse·log2e
+    float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse (natural log)
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
 
     const i64 j0 = (i64)blockIdx.x * BWD_BN;
@@ -92,22 +92,32 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     load_rows<D, BWD_BN>(Vs, vp, p.v_ss, j0, p.S, tid);
     cp_async_commit();
 
-    // Issues the loads of step i (query head kvh·G + i / nq, queries t_lo + (i % nq)·BQ...) into
-    // buffer `buf`.
-    auto issue = [&](i64 i, int buf) {
-        const i64 h = h_first + i / nq, t0 = t_lo + (i % nq) * BQ;
+    // Issues the loads of the step of query head h, queries t0..t0+BQ into buffer `buf`: Q and dO
+    // rows, and the rows' lse (natural log; NEG_INF past T) and delta, all with cp.async so that no
+    // thread waits on a global load here.
+    auto issue = [&](i64 h, i64 t0, int buf) {
         load_rows<D, BQ>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
         load_rows<D, BQ>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
-        for (int r = tid; r < BQ; r += 128) {
+        if (tid < 2 * BQ) {
+            const int r = tid < BQ ? tid : tid - BQ;
             const i64 t = t0 + r;
-            float l = NEG_INF, e = 0.f;
+            float* dst = (tid < BQ ? Ls : Es) + buf * BQ + r;
             if (t < p.T) {
                 const i64 row = (b * p.H + h) * p.T + t;
-                l = p.lse[row];
-                e = p.delta[row];
+                cp_async4(dst, (tid < BQ ? p.lse : p.delta) + row);
+            } else {
+                *dst = tid < BQ ? NEG_INF : 0.f;
             }
-            Ls[buf * BQ + r] = l == NEG_INF ? NEG_INF : l * LOG2E;
-            Es[buf * BQ + r] = e;
+        }
+    };
+    // Step i covers query head h_first + i / nq, queries t_lo + (i % nq)·BQ..; the divisions are
+    // kept out of the loop by stepping (head, query tile) counters.
+    i64 iq = 0;          // query tile of step i
+    i64 nh = 0, nqi = 0; // of the next step whose loads are issued
+    auto advance = [&](i64& hh, i64& qq) {
+        if (++qq == nq) {
+            qq = 0;
+            ++hh;
         }
     };
 
@@ -118,16 +128,22 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
     }
 
-    if (n > 0) issue(0, 0);
+    if (n > 0) {
+        issue(h_first, t_lo, 0);
+        advance(nh, nqi);
+    }
     cp_async_commit();
     for (i64 i = 0; i < n; ++i) {
         const int buf = (int)(i & 1);
-        if (i + 1 < n) issue(i + 1, buf ^ 1);
+        if (i + 1 < n) {
+            issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
+            advance(nh, nqi);
+        }
         cp_async_commit();
         cp_async_wait<1>();  // K, V and step i have landed (step i + 1 may be in flight)
         __syncthreads();
 
-        const i64 t0 = t_lo + (i % nq) * BQ;
+        const i64 t0 = t_lo + iq * BQ;
         const u16* Qb = Qs + buf * BQ * LDS;
         const u16* Db = Ds + buf * BQ * LDS;
         const float* Lb = Ls + buf * BQ;
@@ -163,26 +179,35 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
             // visible when the warp's last key is at or before the tile's first query's diagonal.
             const bool full = !p.bias && t0 + BQ <= p.T && j0 + kw + 16 <= sk &&
                               (!p.causal || j0 + kw + 15 <= off + t0);
+            if (full) {
 #pragma unroll
-            for (int nt = 0; nt < NQ; ++nt) {
+                for (int nt = 0; nt < NQ; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int c = nt * 8 + tig * 2 + (e & 1);
-                    const i64 j = e < 2 ? jA : jB;
-                    const float l2 = Lb[c];
-                    float pr = 0.f;
-                    if (full) {
-                        pr = exp2f(s[nt][e] * sl2 - l2);
-                    } else {
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = nt * 8 + tig * 2 + (e & 1);
+                        const float pr = ex2(fmaf(s[nt][e], sl2, -Lb[c] * LOG2E));
+                        s[nt][e] = pr;
+                        dp[nt][e] = pr * (dp[nt][e] - Eb[c]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = nt * 8 + tig * 2 + (e & 1);
+                        const i64 j = e < 2 ? jA : jB;
+                        const float lse = Lb[c];
                         const i64 t = t0 + c;
-                        if (t < p.T && j < sk && (!p.causal || j <= off + t) && l2 != NEG_INF) {
+                        float pr = 0.f;
+                        if (t < p.T && j < sk && (!p.causal || j <= off + t) && lse != NEG_INF) {
                             const float x =
                                 p.bias ? (s[nt][e] * p.scale + bias_at(p, b, t, j)) * LOG2E : s[nt][e] * sl2;
-                            pr = exp2f(x - l2);
+                            pr = ex2(x - lse * LOG2E);
                         }
+                        s[nt][e] = pr;
+                        dp[nt][e] = pr * (dp[nt][e] - Eb[c]);
                     }
-                    s[nt][e] = pr;
-                    dp[nt][e] = pr * (dp[nt][e] - Eb[c]);
                 }
             }
             // dV += Pᵀ dO, dK += dSᵀ Q (k = the tile's queries).
@@ -204,6 +229,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
             }
         }
         __syncthreads();  // every warp is done with buffer `buf` before step i + 2 refills it
+        if (++iq == nq) iq = 0;
     }
     cp_async_wait<0>();
 
@@ -340,22 +366,32 @@ __device__ __forceinline__ void bwd_mma_dq(const Params& p) {
                 }
             }
             const bool full = !p.bias && j0 + KN <= warp_full;
+            if (full) {
 #pragma unroll
-            for (int nt = 0; nt < NK; ++nt) {
+                for (int nt = 0; nt < NK; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const bool top = e < 2;
-                    const i64 j = j0 + nt * 8 + tig * 2 + (e & 1);
-                    const float l2 = top ? lA : lB;
-                    float pr = 0.f;
-                    if (full) {
-                        pr = exp2f(s[nt][e] * sl2 - l2);
-                    } else if (j < (top ? endA : endB) && l2 != NEG_INF) {
-                        const float x =
-                            p.bias ? (s[nt][e] * p.scale + bias_at(p, b, top ? rA : rB, j)) * LOG2E : s[nt][e] * sl2;
-                        pr = exp2f(x - l2);
+                    for (int e = 0; e < 4; ++e) {
+                        const bool top = e < 2;
+                        const float pr = ex2(fmaf(s[nt][e], sl2, -(top ? lA : lB)));
+                        dp[nt][e] = pr * (dp[nt][e] - (top ? eA : eB));
                     }
-                    dp[nt][e] = pr * (dp[nt][e] - (top ? eA : eB));
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < NK; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const bool top = e < 2;
+                        const i64 j = j0 + nt * 8 + tig * 2 + (e & 1);
+                        const float l2 = top ? lA : lB;
+                        float pr = 0.f;
+                        if (j < (top ? endA : endB) && l2 != NEG_INF) {
+                            const float x = p.bias ? (s[nt][e] * p.scale + bias_at(p, b, top ? rA : rB, j)) * LOG2E
+                                                   : s[nt][e] * sl2;
+                            pr = ex2(x - l2);
+                        }
+                        dp[nt][e] = pr * (dp[nt][e] - (top ? eA : eB));
+                    }
                 }
             }
             // dQ += dS K (k = the tile's keys).

@@ -12,8 +12,10 @@
 //! - forward, bf16/f16 with head dim 64/128 and at most 16 query rows per (batch, kv head)
 //!   (GQA group × queries: decode): `attn_fwd_decode_*` (`decode.cu`, tensor-core flash-decoding,
 //!   each K/V byte read once per kv head, keys split over blocks, then `attn_fwd_combine_*`);
-//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries otherwise: `attn_fwd_mma_*`
-//!   (tensor-core FlashAttention-2, next tile's K/V fetched during this tile's products);
+//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries otherwise: `attn_fwd_mma3_*`
+//!   from 128 queries (tensor-core FlashAttention-2 layout, 128-row blocks, 32 rows per warp),
+//!   `attn_fwd_mma2_*` below (64-row blocks); both fetch the next tile's K/V during this tile's
+//!   products;
 //! - forward otherwise (f32, head dim 32, unaligned): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
@@ -23,10 +25,12 @@
 //!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
-//! tensor-core forward, `=mma3` the FlashAttention-2-layout one (32 query rows per warp, not the
-//! default yet; none of them with the decode kernel), `=nodecode` the default routing without
-//! the decode kernel (decode on the scalar split-K kernel); `RESEARCH_ATTENTION_BWD=simple`
-//! forces the scalar backward (for comparisons). Launches are counted per kernel kind
+//! tensor-core forward, `=mma2` / `=mma3` one of the two default schedules at every query count
+//! (none of them with the decode kernel), `=nodecode` the default routing without the decode
+//! kernel (decode on the scalar split-K kernel); `RESEARCH_ATTENTION_BWD=simple` forces the scalar
+//! backward (for comparisons). `RESEARCH_ATTENTION_SOURCES=dir` compiles the kernels from the
+//! `.cu`/`.cuh` files in `dir` instead of the embedded ones (kernel development on a machine
+//! without a Rust toolchain; see `nvrtc.rs`). Launches are counted per kernel kind
 //! ([`kernel_counts`]).
 
 use std::any::TypeId;
@@ -160,10 +164,11 @@ fn warn_once(reason: &str) {
 }
 
 /// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma` the single-buffered
-/// tensor-core forward of run K, `mma1` the unpipelined one (for comparisons), `mma3` the
-/// FlashAttention-2-layout one (128-row blocks, 32 rows per warp); anything else (or unset) the
-/// default choice (the double-buffered `fwd_mma2`). `simple`, `mma`, `mma1`, `mma3` and
-/// `nodecode` also keep decode shapes off the decode kernel (`nodecode` changes nothing else).
+/// tensor-core forward of run K, `mma1` the unpipelined one, `mma2` the double-buffered 64-row one
+/// and `mma3` the FlashAttention-2-layout one (128-row blocks, 32 rows per warp), whatever the
+/// query count (for comparisons); anything else (or unset) the default choice: `fwd_mma3` from 128
+/// queries, `fwd_mma2` below. `simple`, `mma`, `mma1`, `mma2`, `mma3` and `nodecode` also keep
+/// decode shapes off the decode kernel (`nodecode` changes nothing else).
 fn kernel_choice() -> Option<String> {
     std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
 }
@@ -580,11 +585,15 @@ fn forward(
         .iter()
         .all(|s| s % 8 == 0);
     let choice = kernel_choice();
+    // fwd_mma3 indexes rows and keys as 32-bit ints; its 128-row blocks suit prefill of at least
+    // one block (fwd_mma2's 64-row blocks waste less on shorter chunks).
+    let mma3_fits = g.t <= i32::MAX as usize && g.s <= i32::MAX as usize;
     let kind = match choice.as_deref() {
         Some("mma1") => "fwd_mma1",
         Some("mma") => "fwd_mma",
-        // fwd_mma3 indexes rows and keys as 32-bit ints.
-        Some("mma3") if g.t <= i32::MAX as usize && g.s <= i32::MAX as usize => "fwd_mma3",
+        Some("mma2") => "fwd_mma2",
+        Some("mma3") if mma3_fits => "fwd_mma3",
+        _ if mma3_fits && g.t >= MMA3_BM => "fwd_mma3",
         _ => "fwd_mma2",
     };
     let simple_forced = choice.as_deref() == Some("simple");
@@ -615,7 +624,7 @@ fn forward(
         && strides_ok
         && choice
             .as_deref()
-            .is_none_or(|c| !["simple", "mma", "mma1", "mma3", "nodecode"].contains(&c)))
+            .is_none_or(|c| !["simple", "mma", "mma1", "mma2", "mma3", "nodecode"].contains(&c)))
     .then(|| -> Result<DecodeLaunch, Fail> {
         let (splits, split_len) = decode_splits(g.b * g.kvh, g.s);
         let mut launches = vec![Launch {

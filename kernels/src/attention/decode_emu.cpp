@@ -376,6 +376,11 @@ static float bias_at(const Params& p, i64 b, i64 t, i64 j) { return p.bias[b * p
 #include "decode.cu"
 #include "fwd_simple.cu"
 #define RESEARCH_MMA_EMU
+// mma.cuh's ex2 (ex2.approx.ftz.f32): 2^x, subnormal results flushed to zero.
+static float ex2(float x) {
+    const float y = std::exp2(x);
+    return std::fpclassify(y) == FP_SUBNORMAL ? 0.f : y;
+}
 #include "mma.cuh"
 #define MMA3_SMEM_DECL u16* const fwd_mma3_smem = (u16*)dec_smem
 #pragma push_macro("NT")  // fwd_mma.cu names its n-tile counts NT

@@ -9,7 +9,7 @@
 // multiple of 8 elements and 16-byte aligned base pointers (cp.async 16-byte copies).
 //
 // Three loop schedules share the tile steps below (`qk_tile`, `mask_softmax`, `pv_tile`):
-// - `attn_fwd_mma2_*` (the default): K and V double-buffered in dynamic shared memory
+// - `attn_fwd_mma2_*` (the default below 128 queries): K and V double-buffered in dynamic shared memory
 //   (`fwd_mma2_smem`: 2 stages x (K, V) x 64 x (D + 8) elements; 69,632 bytes at D = 128), the
 //   copies of tile j + 1 issued before tile j is computed, so a whole tile's compute hides their
 //   L2 latency (run K's Nsight Compute profile of `attn_fwd_mma` showed a latency-bound loop: 48 %
@@ -18,7 +18,7 @@
 // - `attn_fwd_mma_*`: one buffer each, K of tile j + 1 fetched during tile j's P V and V during
 //   its Q Kᵀ (RESEARCH_ATTENTION_KERNEL=mma).
 // - `attn_fwd_mma1_*`: each tile loaded, waited for, then computed (RESEARCH_ATTENTION_KERNEL=mma1).
-// - `attn_fwd_mma3_*` (RESEARCH_ATTENTION_KERNEL=mma3, not the default yet): FlashAttention-2's
+// - `attn_fwd_mma3_*` (the default from 128 queries): FlashAttention-2's
 //   layout, 128 query rows per block and 32 per warp, K/V double-buffered (below `fwd_mma`).
 
 #define MMA_BM 64
@@ -29,17 +29,7 @@
 // zero-filled with ordinary stores); not committed.
 template <int D>
 __device__ __forceinline__ void load_tile(u16* dst, const u16* src, i64 stride, i64 j0, i64 S, int tid) {
-    constexpr int LDS = D + MMA_PAD;
-    for (int i = tid; i < MMA_BN * (D / 8); i += 128) {
-        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-        const i64 j = j0 + r;
-        u16* d = &dst[r * LDS + c];
-        if (j < S) {
-            cp_async16(d, src + j * stride + c);
-        } else {
-            *(uint4*)d = make_uint4(0u, 0u, 0u, 0u);
-        }
-    }
+    load_rows<D, MMA_BN>(dst, src, stride, j0, S, tid);
 }
 
 // S = Q Kᵀ for this warp's 16 rows x 64 keys of the tile at `Kt`.
@@ -65,9 +55,12 @@ __device__ __forceinline__ void qk_tile(float (&sacc)[MMA_BN / 8][4], const u32 
     }
 }
 
-// Scale, bias and mask the tile's scores (log2 domain), update the row state (m, l) and rescale
-// O; leaves P = exp2(S - m) in `sacc`. Row A/B of this thread see keys [0, endA) / [0, endB).
-// `I`: the index type of rows and keys (i64; `fwd_mma3` passes int to save registers).
+// Mask the tile's raw scores, update the row state (m, l: log2 domain, scaled) and rescale O;
+// leaves P = exp2(S·scale·log2e − m) in `sacc`. Row A/B of this thread see keys [0, endA) /
+// [0, endB). The row maximum is taken over the raw scores and scaled once (the host guarantees
+// scale > 0), and the scale is folded into each exponent's FMA; a bias b enters as S + b / scale,
+// so that the same FMA gives (S·scale + b)·log2e. `I`: the index type of rows and keys (i64;
+// `fwd_mma3` passes int to save registers).
 template <int D, typename I>
 __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_BN / 8][4], float (&oacc)[D / 8][4],
                                              float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
@@ -79,10 +72,6 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_
         // The whole tile is inside both rows' key ranges: no per-element mask.
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-            sacc[nt][0] *= sl2;
-            sacc[nt][1] *= sl2;
-            sacc[nt][2] *= sl2;
-            sacc[nt][3] *= sl2;
             tA = fmaxf(tA, fmaxf(sacc[nt][0], sacc[nt][1]));
             tB = fmaxf(tB, fmaxf(sacc[nt][2], sacc[nt][3]));
         }
@@ -90,6 +79,7 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_
         // Keys of the tile this thread's rows see: [0, limA) / [0, limB), clamped to [0, MMA_BN].
         const int limA = (int)(endA - j0 < 0 ? 0 : (endA - j0 > MMA_BN ? MMA_BN : endA - j0));
         const int limB = (int)(endB - j0 < 0 ? 0 : (endB - j0 > MMA_BN ? MMA_BN : endB - j0));
+        const float inv_scale = p.bias ? 1.f / p.scale : 0.f;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -98,11 +88,8 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_
                 const bool top = e < 2;
                 float x;
                 if (jj < (top ? limA : limB)) {
-                    if (p.bias) {
-                        x = (sacc[nt][e] * p.scale + bias_at(p, b, top ? rA : rB, j0 + jj)) * LOG2E;
-                    } else {
-                        x = sacc[nt][e] * sl2;
-                    }
+                    x = sacc[nt][e];
+                    if (p.bias) x += bias_at(p, b, top ? rA : rB, j0 + jj) * inv_scale;
                 } else {
                     x = NEG_INF;
                 }
@@ -115,9 +102,9 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_
     tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
     tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
     tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
-    const float nA = fmaxf(mA, tA), nB = fmaxf(mB, tB);
+    const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
     const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
-    const float aA = exp2f(mA - uA), aB = exp2f(mB - uB);
+    const float aA = ex2(mA - uA), aB = ex2(mB - uB);
     mA = nA;
     mB = nB;
     lA *= aA;
@@ -131,10 +118,10 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-        sacc[nt][0] = exp2f(sacc[nt][0] - uA);
-        sacc[nt][1] = exp2f(sacc[nt][1] - uA);
-        sacc[nt][2] = exp2f(sacc[nt][2] - uB);
-        sacc[nt][3] = exp2f(sacc[nt][3] - uB);
+        sacc[nt][0] = ex2(fmaf(sacc[nt][0], sl2, -uA));
+        sacc[nt][1] = ex2(fmaf(sacc[nt][1], sl2, -uA));
+        sacc[nt][2] = ex2(fmaf(sacc[nt][2], sl2, -uB));
+        sacc[nt][3] = ex2(fmaf(sacc[nt][3], sl2, -uB));
         lA += sacc[nt][0] + sacc[nt][1];
         lB += sacc[nt][2] + sacc[nt][3];
     }
@@ -318,7 +305,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
     MMA3_INSTANCE(NAME, DT, D)
 
 // ---------------------------------------------------------------------------------------------
-// `attn_fwd_mma3_*` (RESEARCH_ATTENTION_KERNEL=mma3): FlashAttention-2's layout. Grid
+// `attn_fwd_mma3_*` (the default from 128 queries): FlashAttention-2's layout. Grid
 // (ceil(T / 128), H, B), 4 warps, each warp owning 32 query rows as two m16 tiles, so every K
 // fragment (Q Kᵀ) and V fragment (P V) loaded by ldmatrix feeds two mma. K/V 64-key tiles are
 // double-buffered with cp.async as in MODE 2. Q: in registers at D = 64; at D = 128 (too many

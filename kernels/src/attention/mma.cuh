@@ -22,6 +22,11 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
 }
 
+// 4-byte copy (cp.async.ca: the only form for fewer than 16 bytes).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
+
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
 }
@@ -68,6 +73,14 @@ __device__ __forceinline__ void mma16816<2>(float* c, const u32* a, u32 b0, u32 
 }
 
 __device__ __forceinline__ u32 ld_u32(const u16* p) { return *(const u32*)p; }
+
+// 2^x with subnormal results flushed to zero: one MUFU.EX2 (exp2f without fast-math adds a range
+// test and two multiplies around it). exp2(-inf) = 0.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 #endif  // RESEARCH_MMA_EMU
 
 // A fragment of the 16x16 tile at (row m0, col k0) of a row-major [m][k] shared array.
@@ -101,18 +114,39 @@ __device__ __forceinline__ void acc_to_a(u32* a, const float* c0, const float* c
 
 // Issues 16-byte cp.async copies of rows r0..r0+ROWS (D elements each, row stride `stride`) into
 // a shared array with leading dimension D + 8; rows at or past `limit` are zero-filled with
-// ordinary stores. Not committed. 128 threads.
+// ordinary stores. Not committed. 128 threads: thread t copies the 16 bytes at column
+// (t % (D / 8)) * 8 of rows t / (D / 8) + k * (128 / (D / 8)), fully unrolled, with one bound test
+// per call when the whole range is in bounds (every tile but a sequence's last).
 template <int D, int ROWS>
 __device__ __forceinline__ void load_rows(u16* dst, const u16* src, i64 stride, i64 r0, i64 limit, int tid) {
     constexpr int LDS = D + 8;
-    for (int i = tid; i < ROWS * (D / 8); i += 128) {
-        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-        const i64 j = r0 + r;
-        u16* d = &dst[r * LDS + c];
-        if (j < limit) {
-            cp_async16(d, src + j * stride + c);
+    constexpr int CPR = D / 8;      // 16-byte chunks per row
+    constexpr int RPP = 128 / CPR;  // rows per pass of the block
+    constexpr int PASSES = ROWS / RPP;
+    static_assert(ROWS % RPP == 0, "ROWS must be a multiple of the rows one pass covers");
+    const int r = tid / CPR, c = (tid % CPR) * 8;
+    const u16* s = src + (r0 + r) * stride + c;
+    u16* d = dst + r * LDS + c;
+    if (r0 + ROWS <= limit) {
+        if (stride == D) {
+            // Packed rows (K/V caches, most Q/dO): compile-time offsets, no address registers.
+#pragma unroll
+            for (int k = 0; k < PASSES; ++k) cp_async16(d + k * RPP * LDS, s + k * RPP * D);
         } else {
-            *(uint4*)d = make_uint4(0u, 0u, 0u, 0u);
+            // Stepped pointer, its step recomputed here (not hoisted into PASSES live registers).
+            i64 step = RPP * stride;
+            asm volatile("" : "+l"(step));
+#pragma unroll
+            for (int k = 0; k < PASSES; ++k, s += step) cp_async16(d + k * RPP * LDS, s);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < PASSES; ++k) {
+            if (r0 + r + k * RPP < limit) {
+                cp_async16(d + k * RPP * LDS, s + k * RPP * stride);
+            } else {
+                *(uint4*)(d + k * RPP * LDS) = make_uint4(0u, 0u, 0u, 0u);
+            }
         }
     }
 }

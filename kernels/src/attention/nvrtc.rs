@@ -5,6 +5,12 @@
 //! instantiation macro; [`source`] appends the macro's invocations for the requested
 //! `(dtype, head dim)` pairs, so a process compiles only what it launches. Compilation targets one
 //! GPU architecture (`sm_90` on Hopper) and is cached per process.
+//!
+//! `RESEARCH_ATTENTION_SOURCES=dir` replaces the embedded text by the files of the same names in
+//! `dir` (`common.cuh`, `mma.cuh`, `<module>.cu`; a file missing there keeps the embedded one), so
+//! that a kernel can be edited and re-timed on the GPU machine with the binary built here. A
+//! development switch: the entry points and `struct Params` must still match this build's
+//! launcher.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -49,14 +55,29 @@ pub fn all_variants(name: &str) -> Vec<(&'static str, usize)> {
     out
 }
 
+/// The text of `file` (`common.cuh`, `mma.cuh` or `<module>.cu`): from `RESEARCH_ATTENTION_SOURCES`
+/// when that folder holds it, else `embedded`.
+fn text_of(file: &str, embedded: &'static str) -> std::borrow::Cow<'static, str> {
+    if let Some(dir) = std::env::var_os("RESEARCH_ATTENTION_SOURCES") {
+        let path = std::path::Path::new(&dir).join(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text.into();
+        }
+    }
+    embedded.into()
+}
+
 /// The full text NVRTC compiles for module `name` instantiated for `variants` (dtype name, head
 /// dim), or `None` for an unknown module or dtype.
 pub fn source(name: &str, variants: &[(&str, usize)]) -> Option<String> {
     let (_, src, mac) = MODULES.iter().find(|(n, _, _)| *n == name)?;
+    let common = text_of("common.cuh", COMMON);
+    let src = text_of(&format!("{name}.cu"), src);
     let mut text = if is_mma(name) {
-        format!("{COMMON}\n#line 1 \"mma.cuh\"\n{MMA_COMMON}\n#line 1 \"{name}.cu\"\n{src}\n")
+        let mma = text_of("mma.cuh", MMA_COMMON);
+        format!("{common}\n#line 1 \"mma.cuh\"\n{mma}\n#line 1 \"{name}.cu\"\n{src}\n")
     } else {
-        format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}\n")
+        format!("{common}\n#line 1 \"{name}.cu\"\n{src}\n")
     };
     for &(dt, d) in variants {
         let (_, code) = DTYPES.iter().find(|(n, _)| *n == dt)?;
