@@ -40,8 +40,11 @@ def main():
             notes.append(r["error"][:80])
         if "fwdbwd_simple_tflops" in r:
             notes.append(f"scalar bwd: fwd+bwd {r['fwdbwd_simple_tflops']:.1f} TFLOP/s")
-        if "fwd_mma1_tflops" in r:
-            notes.append(f"mma1 fwd {r['fwd_mma1_tflops']:.1f} TFLOP/s")
+        for k in ("mma1", "mma2", "mma3"):
+            if f"fwd_{k}_tflops" in r:
+                notes.append(f"{k} fwd {r[f'fwd_{k}_tflops']:.1f} TFLOP/s")
+        if "fwdbwd_grouped_tflops" in r:
+            notes.append(f"grouped bwd: fwd+bwd {r['fwdbwd_grouped_tflops']:.1f} TFLOP/s")
         if r.get("gqa") == "repeated":
             notes.append("K/V repeated")
         print(

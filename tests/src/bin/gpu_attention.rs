@@ -13,15 +13,17 @@
 //! decode lengths, an additive bias (per query and broadcast over queries) and a strided K/V view
 //! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
 //! fallback). Exit status 1 on any failure.
-//! The 16-bit forward cases run once per forward kernel (`[default]`: the double-buffered
-//! tensor-core kernel where it applies, the decode kernel for decode shapes; `[mma]`: run K's
-//! single-buffered one; `[mma1]`: the first, unpipelined one; `[mma3]`: the FlashAttention-2-layout
-//! one, 32 query rows per warp, which must run (`fwd_mma3`) wherever a tensor-core forward applies
+//! The 16-bit forward cases run once per forward kernel (`[default]`: the tensor-core kernels where
+//! they apply, `fwd_mma3` from 128 queries and `fwd_mma2` below, the decode kernel for decode
+//! shapes; `[mma]`: run K's single-buffered one; `[mma1]`: the first, unpipelined one; `[mma2]`:
+//! the double-buffered 64-row one and `[mma3]`: the FlashAttention-2-layout one, 32 query rows per
+//! warp, each of which must run (`fwd_mma2` / `fwd_mma3`) wherever a tensor-core forward applies
 //! (16-bit, head dim 64/128, at least 16 queries); `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA;
 //! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
-//! `[mma3]`: the tensor-core backward from the `fwd_mma3` forward's output and log-sum-exp;
+//! `[mma2]` / `[mma3]`: the tensor-core backward from the `fwd_mma2` / `fwd_mma3` forward's output
+//! and log-sum-exp at every query count;
 //! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
 //! names the kernels that ran (launch counts per kind), and a case fails when the expected
 //! backward did not run. The decode cases (`decode ...` lines: GQA 1/2/7/8, 1 or 2 queries,
@@ -29,7 +31,7 @@
 //! kernel (`fwd_decode`) and not the scalar one, and with `RESEARCH_ATTENTION_KERNEL=nodecode`,
 //! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
-//! `mma1` and `mma3` kernels) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
+//! `mma2` and `mma3` kernels forced) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
 //! in-register GQA reduction, and `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
 //! cache: `research-fused` on the default route, `research-fused-scalar` with `nodecode`, each
@@ -495,16 +497,16 @@ mod imp {
         let dev: Dev = Default::default();
         let mut rng = Lcg(11);
         let mut ok = true;
-        // Each forward kernel variant for the 16-bit types: the default (double-buffered
-        // tensor-core kernel `fwd_mma2` where it applies, the decode kernel for decode shapes),
-        // run K's single-buffered one, the first unpipelined one, the FlashAttention-2-layout one
-        // (`mma3`, asserted to run where a tensor-core forward applies), and the scalar kernel
-        // everywhere.
+        // Each forward kernel variant for the 16-bit types: the default (tensor-core `fwd_mma3`
+        // from 128 queries, `fwd_mma2` below, the decode kernel for decode shapes), run K's
+        // single-buffered one, the first unpipelined one, the double-buffered 64-row one and the
+        // FlashAttention-2-layout one at every query count (`mma2` / `mma3`, asserted to run where a
+        // tensor-core forward applies), and the scalar kernel everywhere.
         let variants = |dtype: DType| -> &'static [&'static str] {
             if dtype == DType::F32 {
                 &["default"]
             } else {
-                &["default", "mma", "mma1", "mma3", "simple"]
+                &["default", "mma", "mma1", "mma2", "mma3", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -522,9 +524,10 @@ mod imp {
                     let rows = rows_to_check(&c, &mut rng);
                     let err = forward_error(&c, &x, &got, &rows);
                     let bound = fwd_bound(dtype);
-                    // `mma3` must have run wherever a tensor-core forward applies.
-                    let want_mma3 = variant == "mma3" && (c.d == 64 || c.d == 128) && c.t >= 16;
-                    let right_kernel = !want_mma3 || kinds.iter().any(|(k, _)| k == "fwd_mma3");
+                    // A forced `mma2` / `mma3` must have run wherever a tensor-core forward applies.
+                    let tensor_core = (c.d == 64 || c.d == 128) && c.t >= 16;
+                    let forced = ["mma2", "mma3"].contains(&variant) && tensor_core;
+                    let right_kernel = !forced || kinds.iter().any(|(k, _)| *k == format!("fwd_{variant}"));
                     let pass = err <= bound && launched > 0 && right_kernel;
                     ok &= pass;
                     println!(
@@ -587,7 +590,7 @@ mod imp {
             if dtype == DType::F32 {
                 &["simple"]
             } else {
-                &["mma", "grouped", "mma3", "simple"]
+                &["mma", "grouped", "mma2", "mma3", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -597,8 +600,8 @@ mod imp {
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_BWD");
                 }
-                // `mma3`: the default tensor-core backward from the `fwd_mma3` forward (its lse).
-                set_variant(if bwd == "mma3" { "mma3" } else { "default" });
+                // `mma2` / `mma3`: the default tensor-core backward from that forward (its lse).
+                set_variant(if bwd == "mma2" || bwd == "mma3" { bwd } else { "default" });
                 for c in backward_cases() {
                     let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
                     let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
@@ -693,8 +696,8 @@ mod imp {
             let tf = time(iters, &dev, || {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
-            set_variant("mma1");
-            let tf1 = time(iters, &dev, || {
+            set_variant("mma2");
+            let tf2 = time(iters, &dev, || {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
             set_variant("mma3");
@@ -725,13 +728,13 @@ mod imp {
                 t
             });
             let mut line = format!(
-                "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2},\"fwd_mma1_us\":{:.1},\"fwd_mma1_tflops\":{:.2}",
+                "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2},\"fwd_mma2_us\":{:.1},\"fwd_mma2_tflops\":{:.2}",
                 tf * 1e6,
                 flops / tf / 1e12,
                 tfb * 1e6,
                 3.5 * flops / tfb / 1e12,
-                tf1 * 1e6,
-                flops / tf1 / 1e12
+                tf2 * 1e6,
+                flops / tf2 / 1e12
             );
             line += &format!(
                 ",\"fwd_mma3_us\":{:.1},\"fwd_mma3_tflops\":{:.2}",
