@@ -43,8 +43,9 @@ def main():
         for k in ("mma1", "mma2", "mma3"):
             if f"fwd_{k}_tflops" in r:
                 notes.append(f"{k} fwd {r[f'fwd_{k}_tflops']:.1f} TFLOP/s")
-        if "fwdbwd_grouped_tflops" in r:
-            notes.append(f"grouped bwd: fwd+bwd {r['fwdbwd_grouped_tflops']:.1f} TFLOP/s")
+        for k in ("grouped", "separate"):
+            if f"fwdbwd_{k}_tflops" in r:
+                notes.append(f"{k} bwd: fwd+bwd {r[f'fwdbwd_{k}_tflops']:.1f} TFLOP/s")
         if r.get("gqa") == "repeated":
             notes.append("K/V repeated")
         print(

@@ -26,6 +26,10 @@ __device__ __forceinline__ void bwd_pre(const Params& p) {
     for (int x = lane; x < D; x += 32) s += Elem<DT>::load(o + x) * Elem<DT>::load(dout + x);
     s = warp_sum(s);
     if (lane == 0) p.delta[row] = s;
+    // The tensor-core backward's fused dQ accumulates into part_ml ([B, H, T, D] f32): zero the row.
+    if (p.part_ml) {
+        for (int x = lane; x < D; x += 32) p.part_ml[row * D + x] = 0.f;
+    }
 }
 
 // Probability and dS of query row (b, h, t) against key j; 0 when masked.

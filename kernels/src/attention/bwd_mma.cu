@@ -1,6 +1,6 @@
 // Tensor-core attention backward (FlashAttention-2 scheme) for bf16/f16, head dim 64/128, from the
 // forward's saved log-sum-exp (natural log; used here as lse·log2e). delta = rowsum(dO ⊙ O) comes
-// from `attn_bwd_pre_*` (bwd.cu), launched first. Two kernels, no atomics:
+// from `attn_bwd_pre_*` (bwd.cu), launched first:
 //
 //   attn_bwd_mma_dkdv: grid (ceil(S / 64), KVH, B), 4 warps; warp w owns keys j0+16w..j0+16w+15 of
 //     the block's 64-key tile (K, V in shared memory for the whole block). The block walks every
@@ -15,7 +15,13 @@
 //     dK/dV accumulate in f32 registers over the whole group (the GQA reduction) and are written
 //     once (dK scaled by the softmax scale). Dynamic shared memory: `BwdMma<D>::SMEM` bytes,
 //     mirrored by `bwd_mma_dkdv_smem` in cuda.rs (the kernel traps if given less).
-//   attn_bwd_mma_dq: grid (ceil(T / 64), H, B), 4 warps of 16 query rows (as the forward); Q and dO
+//     Fused dQ (the default; p.part_ml = an f32 [B, H, T, D] accumulator zeroed by attn_bwd_pre):
+//     each step also stores its dSᵀ tile (64 keys x BQ queries, bf16) in shared memory and, after a
+//     barrier, warp w adds dS K over the block's 64 keys for dQ columns w·D/4.. of the step's rows
+//     (`bwd_mma_dq_step`, red.global.add.v2.f32); attn_bwd_mma_dq_convert then writes dQ = scale ·
+//     accumulator. This drops the recomputation of S and dP that the separate kernel below needs.
+//   attn_bwd_mma_dq (RESEARCH_ATTENTION_DQ=separate): grid (ceil(T / 64), H, B), 4 warps of 16
+//     query rows (as the forward); Q and dO
 //     fragments in registers, KN-key tiles of K and V double-buffered with cp.async:
 //       S = Q Kᵀ, dP = dO Vᵀ, P = exp2(S·scale·log2e − lse₂), dS = P ⊙ (dP − delta), dQ += dS K
 //     (B: K stored [k][n], ldmatrix.trans); dQ scaled and written once.
@@ -33,9 +39,67 @@ struct BwdMma {
     static constexpr int LDS = D + 8;
     static constexpr int BQ = D == 128 ? 32 : 64;
     static constexpr int KN = D == 128 ? 32 : 64;
-    // K, V [64][LDS]; Q, dO [2][BQ][LDS]; lse₂, delta [2][BQ] f32.
-    static constexpr int SMEM = (2 * BWD_BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4;
+    static constexpr int LDQ = BQ + 8;  // row of the dSᵀ tile (keys x queries), padded
+    // K, V [64][LDS]; Q, dO [2][BQ][LDS]; lse, delta [2][BQ] f32; dSᵀ [64][LDQ] (fused dQ).
+    static constexpr int SMEM = (2 * BWD_BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4 + BWD_BN * LDQ * 2;
 };
+
+// Vector atomic add of two adjacent floats (sm_90).
+__device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(x), "f"(y) : "memory");
+}
+
+// Fused dQ of one dK/dV step: dQ[q, :] += Σ_keys dS[q, key] K[key, :] over the block's 64 keys for
+// the step's BQ query rows (`acc` at the step's first row; rows >= `rows` are skipped). Warp w
+// owns dQ columns w·D/4..(w+1)·D/4: A = dS from the dSᵀ tile `Ss` ([key][query], ldmatrix.trans),
+// B = K from `Ks` ([key][d], ldmatrix.trans); the f32 results are added with red.global.add.v2.
+template <int DT, int D>
+__device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16* Ss, const u16* Ks, int warp,
+                                                int lane) {
+    constexpr int LDS = BwdMma<D>::LDS;
+    constexpr int LDQ = BwdMma<D>::LDQ;
+    constexpr int BQ = BwdMma<D>::BQ;
+    constexpr int MT = BQ / 16;      // m-tiles (queries)
+    constexpr int NP = D / 4 / 16;   // n-tile pairs (d columns) of the warp's slice
+    const int g = lane >> 2, tig = lane & 3;
+    const int dc0 = warp * (D / 4);
+    float c[MT][2 * NP][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int n = 0; n < 2 * NP; ++n) c[m][n][0] = c[m][n][1] = c[m][n][2] = c[m][n][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < BWD_BN / 16; ++kk) {
+        u32 a[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            const int key = kk * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int q = m * 16 + ((lane >> 3) & 1) * 8;
+            ldmatrix_x4_trans(a[m][0], a[m][1], a[m][2], a[m][3], &Ss[key * LDQ + q]);
+        }
+#pragma unroll
+        for (int np = 0; np < NP; ++np) {
+            u32 b0, b1, b2, b3;
+            ld_b_kn(b0, b1, b2, b3, Ks, LDS, kk * 16, dc0 + np * 16, lane);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                mma16816<DT>(c[m][2 * np], a[m], b0, b1);
+                mma16816<DT>(c[m][2 * np + 1], a[m], b2, b3);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        const int r0 = m * 16 + g, r1 = r0 + 8;
+#pragma unroll
+        for (int n = 0; n < 2 * NP; ++n) {
+            const int col = dc0 + n * 8 + tig * 2;
+            if (r0 < rows) red_add_v2(acc + (i64)r0 * D + col, c[m][n][0], c[m][n][1]);
+            if (r1 < rows) red_add_v2(acc + (i64)r1 * D + col, c[m][n][2], c[m][n][3]);
+        }
+    }
+}
 
 template <int DT, int D>
 __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
@@ -56,6 +120,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     u16* Ds = Qs + 2 * BQ * LDS;                // [2][BQ][LDS] dO
     float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse (natural log)
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
+    u16* Ss = (u16*)(Es + 2 * BQ);              // [64][LDQ] dSᵀ of the step (fused dQ)
 
     const i64 j0 = (i64)blockIdx.x * BWD_BN;
     const i64 b = blockIdx.z;
@@ -63,6 +128,11 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     // Split-group mode (p.part_o set): one block per query head, f32 partials summed over the
     // group by attn_bwd_mma_dkdv_reduce; otherwise one block per KV head walks its whole group.
     const bool split = p.part_o != nullptr;
+    // Fused dQ (p.part_ml set: the f32 dQ accumulator [B, H, T, D], zeroed by attn_bwd_pre): each
+    // step also adds dS K over the block's 64 keys to the step's query rows with vector atomics,
+    // and attn_bwd_mma_dq_convert scales and casts it; otherwise attn_bwd_mma_dq recomputes S and dP
+    // per query block.
+    float* const dq_acc = p.part_ml;
     const i64 kvh = split ? blockIdx.y / G : blockIdx.y;
     const i64 h_first = split ? blockIdx.y : kvh * G;
     const i64 heads = split ? 1 : G;
@@ -112,7 +182,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     };
     // Step i covers query head h_first + i / nq, queries t_lo + (i % nq)·BQ..; the divisions are
     // kept out of the loop by stepping (head, query tile) counters.
-    i64 iq = 0;          // query tile of step i
+    i64 ih = 0, iq = 0;  // query head (offset from h_first) and query tile of step i
     i64 nh = 0, nqi = 0; // of the next step whose loads are issued
     auto advance = [&](i64& hh, i64& qq) {
         if (++qq == nq) {
@@ -216,6 +286,15 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
                 u32 pa[4], sa[4];
                 acc_to_a<DT>(pa, s[2 * kk], s[2 * kk + 1]);
                 acc_to_a<DT>(sa, dp[2 * kk], dp[2 * kk + 1]);
+                if (dq_acc) {
+                    // dSᵀ rows kw + g and kw + g + 8, query columns 16kk + 2tig (+ 8).
+                    u16* r0 = Ss + (kw + g) * BwdMma<D>::LDQ + kk * 16 + tig * 2;
+                    u16* r1 = r0 + 8 * BwdMma<D>::LDQ;
+                    *(u32*)r0 = sa[0];
+                    *(u32*)r1 = sa[1];
+                    *(u32*)(r0 + 8) = sa[2];
+                    *(u32*)(r1 + 8) = sa[3];
+                }
 #pragma unroll
                 for (int dd = 0; dd < D / 16; ++dd) {
                     u32 b0, b1, b2, b3;
@@ -227,9 +306,18 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
                     mma16816<DT>(dk[2 * dd + 1], sa, b2, b3);
                 }
             }
+        } else if (dq_acc) {
+            // No key of this warp is visible to the step's queries: its dS rows are zero.
+            for (int x = lane; x < 16 * BQ / 2; x += 32) {
+                *(u32*)(Ss + (kw + x / (BQ / 2)) * BwdMma<D>::LDQ + (x % (BQ / 2)) * 2) = 0u;
+            }
         }
-        __syncthreads();  // every warp is done with buffer `buf` before step i + 2 refills it
-        if (++iq == nq) iq = 0;
+        if (dq_acc) {
+            __syncthreads();  // the step's whole dSᵀ tile (64 keys) is in Ss
+            bwd_mma_dq_step<DT, D>(dq_acc + ((b * p.H + h_first + ih) * p.T + t0) * D, p.T - t0, Ss, Ks, warp, lane);
+        }
+        __syncthreads();  // every warp is done with buffer `buf` (and Ss) before step i + 2 refills it
+        advance(ih, iq);
     }
     cp_async_wait<0>();
 
@@ -450,6 +538,19 @@ __device__ __forceinline__ void bwd_mma_dkdv_reduce(const Params& p) {
     *(u32*)(dv + 2) = Elem<DT>::pack2(sv.z, sv.w);
 }
 
+// Fused dQ: dq [B, H, T, D] (contiguous) = scale · the f32 accumulator in part_ml. Grid
+// (ceil(B·H·T·D / 512), 1, 1), 128 threads, 4 consecutive elements per thread.
+template <int DT, int D>
+__device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
+    const i64 total = p.B * p.H * p.T * D;
+    const i64 e = ((i64)blockIdx.x * 128 + threadIdx.x) * 4;
+    if (e >= total) return;
+    const float4 a = __ldcs((const float4*)(p.part_ml + e));
+    u16* dq = (u16*)p.dq + e;
+    *(u32*)dq = Elem<DT>::pack2(a.x * p.scale, a.y * p.scale);
+    *(u32*)(dq + 2) = Elem<DT>::pack2(a.z * p.scale, a.w * p.scale);
+}
+
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv<DT, D>(p);                                                                             \
@@ -459,4 +560,7 @@ __device__ __forceinline__ void bwd_mma_dkdv_reduce(const Params& p) {
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128) attn_bwd_mma_dkdv_reduce_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv_reduce<DT, D>(p);                                                                      \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128) attn_bwd_mma_dq_convert_##NAME##_d##D(const Params p) { \
+        bwd_mma_dq_convert<DT, D>(p);                                                                       \
     }

@@ -19,9 +19,12 @@
 //! - forward otherwise (f32, head dim 32, unaligned): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
-//!   rowsum(dO ⊙ O)), then for bf16/f16 with head dim 64/128 and the forward's alignment rules the
-//!   tensor-core `attn_bwd_mma_dkdv_*` (dK/dV reduced over the GQA group in registers) and
-//!   `attn_bwd_mma_dq_*` (`bwd_mma.cu`), otherwise the scalar `attn_bwd_dkdv_*` and
+//!   rowsum(dO ⊙ O), and zeroing the f32 dQ accumulator), then for bf16/f16 with head dim 64/128
+//!   and the forward's alignment rules the tensor-core `attn_bwd_mma_dkdv_*` (`bwd_mma.cu`: dK/dV
+//!   per query head then `attn_bwd_mma_dkdv_reduce_*` over the GQA group, or reduced in registers
+//!   with `RESEARCH_ATTENTION_BWD=grouped`; dQ added per step with f32 vector atomics, then
+//!   `attn_bwd_mma_dq_convert_*`; `RESEARCH_ATTENTION_DQ=separate` runs `attn_bwd_mma_dq_*`
+//!   instead, which recomputes S and dP), otherwise the scalar `attn_bwd_dkdv_*` and
 //!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
@@ -207,11 +210,20 @@ fn fwd_mma3_smem(d: usize) -> u32 {
 
 /// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
 /// `bwd_mma.cu` (K, V: 64 rows; Q, dO: two buffers of BQ rows, rows padded to d + 8 elements;
-/// lse and delta: two buffers of BQ f32). The kernel traps when given less.
+/// lse and delta: two buffers of BQ f32; the step's dSᵀ tile for the fused dQ, 64 rows of BQ + 8).
+/// The kernel traps when given less.
 fn bwd_mma_dkdv_smem(d: usize) -> u32 {
     let lds = d + 8;
     let bq = if d == 128 { 32 } else { 64 };
-    ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4) as u32
+    ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4 + BWD_MMA_BN * (bq + 8) * 2) as u32
+}
+
+/// Whether the tensor-core backward adds dQ inside the dK/dV kernel (f32 atomics into an
+/// accumulator, then `attn_bwd_mma_dq_convert`) instead of running `attn_bwd_mma_dq`, which
+/// recomputes S and dP per query block. On by default; `RESEARCH_ATTENTION_DQ=separate` keeps the
+/// separate kernel (comparisons).
+fn bwd_fused_dq() -> bool {
+    !std::env::var("RESEARCH_ATTENTION_DQ").is_ok_and(|v| v == "separate")
 }
 
 /// Dynamic shared memory of `attn_fwd_decode_*` for head dim `d`: `DecodeCfg<D>::SMEM` in
@@ -503,13 +515,24 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             smem: 0,
         });
     }
-    pre.push(Launch {
-        module: "bwd_mma",
-        dt,
-        d,
-        entry: format!("attn_bwd_mma_dq_{dt}_d{d}"),
-        grid: grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?,
-        smem: 0,
+    pre.push(if bwd_fused_dq() {
+        Launch {
+            module: "bwd_mma",
+            dt,
+            d,
+            entry: format!("attn_bwd_mma_dq_convert_{dt}_d{d}"),
+            grid: grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?,
+            smem: 0,
+        }
+    } else {
+        Launch {
+            module: "bwd_mma",
+            dt,
+            d,
+            entry: format!("attn_bwd_mma_dq_{dt}_d{d}"),
+            grid: grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?,
+            smem: 0,
+        }
     });
     Ok(pre)
 }
@@ -786,6 +809,11 @@ fn backward(
     // The split-group dK/dV partials (f32 [2, B, H, S, D]) travel in the forward's split-K slot
     // `part_o`, which no backward kernel otherwise reads (the scalar fallback ignores it).
     let part_o = (mma_ok && bwd_split_group(&g)).then(|| client.empty(2 * g.b * g.h * g.s * g.d * 4));
+    // The fused dQ's f32 accumulator ([B, H, T, D], zeroed by `attn_bwd_pre`) travels in the
+    // forward's split-K slot `part_ml`. Taken only by the tensor-core route: were the scalar
+    // kernels chosen on the device thread (misaligned pointers), `attn_bwd_pre` would zero it
+    // unread.
+    let part_ml = (mma_ok && bwd_fused_dq()).then(|| client.empty(g.b * g.h * g.t * g.d * 4));
     let buffers = Buffers {
         q: Some(q.handle.clone()),
         k: Some(k.handle.clone()),
@@ -800,7 +828,7 @@ fn backward(
         dk: Some(dk.clone()),
         dv: Some(dv.clone()),
         part_o,
-        ..Default::default()
+        part_ml,
     };
     let job = Job {
         params: p,

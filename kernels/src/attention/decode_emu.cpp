@@ -156,7 +156,7 @@ static float to_f(u16 h) {
 
 #define NT 128
 enum Wait { RUN, SYNC, WARP, DONE };
-enum Coll { C_NONE, C_SHFL_XOR, C_SHFL, C_SYNCWARP, C_LDM, C_LDMT, C_MMA1, C_MMA2 };
+enum Coll { C_NONE, C_SHFL_XOR, C_SHFL, C_ANY, C_SYNCWARP, C_LDM, C_LDMT, C_MMA1, C_MMA2 };
 static ucontext_t g_sched;
 static ucontext_t g_ctx[NT];
 static Wait g_wait[NT];
@@ -192,6 +192,12 @@ static float __shfl_sync(unsigned mask, float v, int src) {
     g_iin[g_cur] = src;
     yield_as(WARP, C_SHFL);
     return g_fout[g_cur];
+}
+static bool __any_sync(unsigned mask, bool pred) {
+    if (mask != 0xffffffffu) __trap();
+    g_iin[g_cur] = pred ? 1 : 0;
+    yield_as(WARP, C_ANY);
+    return g_fout[g_cur] != 0.f;
 }
 static float warp_max(float x) {
     for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
@@ -249,6 +255,12 @@ static void resolve_warp(int w0) {
         case C_SHFL:
             for (int l = 0; l < 32; ++l) g_fout[w0 + l] = g_fin[w0 + g_iin[w0 + l]];
             break;
+        case C_ANY: {
+            int any = 0;
+            for (int l = 0; l < 32; ++l) any |= g_iin[w0 + l];
+            for (int l = 0; l < 32; ++l) g_fout[w0 + l] = (float)any;
+            break;
+        }
         case C_LDM:
         case C_LDMT:
             for (int l = 0; l < 32; ++l) {

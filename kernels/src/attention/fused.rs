@@ -182,7 +182,12 @@ pub fn entries(name: &str) -> Vec<String> {
         "fwd_mma" => &["fwd_mma2", "fwd_mma", "fwd_mma1", "fwd_mma3"],
         "decode" => &["fwd_decode"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
-        "bwd_mma" => &["bwd_mma_dkdv", "bwd_mma_dq", "bwd_mma_dkdv_reduce"],
+        "bwd_mma" => &[
+            "bwd_mma_dkdv",
+            "bwd_mma_dq",
+            "bwd_mma_dkdv_reduce",
+            "bwd_mma_dq_convert",
+        ],
         _ => &[],
     };
     let mut out = Vec::new();
@@ -517,7 +522,7 @@ mod tests {
         assert!(entries("fwd_mma").contains(&"attn_fwd_mma1_f16_d64".to_string()));
         assert!(entries("fwd_simple").contains(&"attn_fwd_combine_f16_d32".to_string()));
         assert_eq!(entries("bwd").len(), 27);
-        assert_eq!(entries("bwd_mma").len(), 12);
+        assert_eq!(entries("bwd_mma").len(), 16);
         assert!(entries("bwd_mma").contains(&"attn_bwd_mma_dkdv_bf16_d128".to_string()));
         assert_eq!(
             entries("decode"),

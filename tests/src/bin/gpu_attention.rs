@@ -20,8 +20,10 @@
 //! warp, each of which must run (`fwd_mma2` / `fwd_mma3`) wherever a tensor-core forward applies
 //! (16-bit, head dim 64/128, at least 16 queries); `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
-//! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA;
-//! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
+//! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA, dQ added
+//! inside the dK/dV kernel with f32 atomics then converted; `[grouped]`:
+//! `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers; `[separate]`:
+//! `RESEARCH_ATTENTION_DQ=separate`, the separate dQ kernel;
 //! `[mma2]` / `[mma3]`: the tensor-core backward from the `fwd_mma2` / `fwd_mma3` forward's output
 //! and log-sum-exp at every query count;
 //! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
@@ -31,7 +33,8 @@
 //! kernel (`fwd_decode`) and not the scalar one, and with `RESEARCH_ATTENTION_KERNEL=nodecode`,
 //! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
-//! `mma2` and `mma3` kernels forced) and forward+backward (with the tensor-core backward, `fwdbwd_grouped_*` with its
+//! `mma2` and `mma3` kernels forced) and forward+backward (with the tensor-core backward, `fwdbwd_separate_*` with
+//! the separate dQ kernel, `fwdbwd_grouped_*` with its
 //! in-register GQA reduction, and `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
 //! cache: `research-fused` on the default route, `research-fused-scalar` with `nodecode`, each
@@ -590,7 +593,7 @@ mod imp {
             if dtype == DType::F32 {
                 &["simple"]
             } else {
-                &["mma", "grouped", "mma2", "mma3", "simple"]
+                &["mma", "grouped", "separate", "mma2", "mma3", "simple"]
             }
         };
         for dtype in [DType::F32, DType::BF16, DType::F16] {
@@ -599,6 +602,11 @@ mod imp {
                     std::env::set_var("RESEARCH_ATTENTION_BWD", bwd);
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_BWD");
+                }
+                if bwd == "separate" {
+                    std::env::set_var("RESEARCH_ATTENTION_DQ", "separate");
+                } else {
+                    std::env::remove_var("RESEARCH_ATTENTION_DQ");
                 }
                 // `mma2` / `mma3`: the default tensor-core backward from that forward (its lse).
                 set_variant(if bwd == "mma2" || bwd == "mma3" { bwd } else { "default" });
@@ -639,15 +647,20 @@ mod imp {
                     // The tensor-core backward for 16-bit head dims 64/128 unless the scalar one is
                     // forced; the scalar one otherwise. Forward (1 or 2 kernels) + 3 backward kernels
                     // (+ the group reduction when a GQA group's heads run as separate blocks, the
-                    // default; `grouped` keeps the in-register reduction).
-                    let want_mma = (bwd == "mma" || bwd == "grouped" || bwd == "mma3") && (c.d == 64 || c.d == 128);
+                    // default; `grouped` keeps the in-register reduction). dQ: added inside the
+                    // dK/dV kernel then converted (default), or the separate dQ kernel
+                    // (`separate`).
+                    let want_mma = bwd != "simple" && (c.d == 64 || c.d == 128);
                     let want_reduce = want_mma && bwd != "grouped" && c.h > c.kvh;
-                    let fwd_ok = !(bwd == "mma3" && want_mma && c.t >= 16) || ran("fwd_mma3");
+                    let want_fused = bwd != "separate";
+                    let forced_fwd = bwd == "mma2" || bwd == "mma3";
+                    let fwd_ok = !(forced_fwd && want_mma && c.t >= 16) || ran(&format!("fwd_{bwd}"));
                     let right_kernels = fwd_ok
                         && if want_mma {
                             ran("bwd_pre")
                                 && ran("bwd_mma_dkdv")
-                                && ran("bwd_mma_dq")
+                                && ran("bwd_mma_dq_convert") == want_fused
+                                && ran("bwd_mma_dq") != want_fused
                                 && !ran("bwd_dkdv")
                                 && ran("bwd_mma_dkdv_reduce") == want_reduce
                         } else {
@@ -667,6 +680,7 @@ mod imp {
             }
         }
         std::env::remove_var("RESEARCH_ATTENTION_BWD");
+        std::env::remove_var("RESEARCH_ATTENTION_DQ");
         set_variant("default");
         ok
     }
@@ -720,6 +734,10 @@ mod imp {
             std::env::set_var("RESEARCH_ATTENTION_BWD", "grouped");
             let tfb_grouped = fwdbwd(iters);
             std::env::remove_var("RESEARCH_ATTENTION_BWD");
+            // The separate dQ kernel (recomputes S and dP) instead of the fused dQ.
+            std::env::set_var("RESEARCH_ATTENTION_DQ", "separate");
+            let tfb_separate = fwdbwd(iters);
+            std::env::remove_var("RESEARCH_ATTENTION_DQ");
             // The scalar backward is slow: a few iterations.
             let tfb_simple = simple_bwd.then(|| {
                 std::env::set_var("RESEARCH_ATTENTION_BWD", "simple");
@@ -745,6 +763,11 @@ mod imp {
                 ",\"fwdbwd_grouped_us\":{:.1},\"fwdbwd_grouped_tflops\":{:.2}",
                 tfb_grouped * 1e6,
                 3.5 * flops / tfb_grouped / 1e12
+            );
+            line += &format!(
+                ",\"fwdbwd_separate_us\":{:.1},\"fwdbwd_separate_tflops\":{:.2}",
+                tfb_separate * 1e6,
+                3.5 * flops / tfb_separate / 1e12
             );
             if let Some(ts) = tfb_simple {
                 line += &format!(
