@@ -216,6 +216,11 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         const i64 t0 = t_lo + iq * BQ;
         const u16* Qb = Qs + buf * BQ * LDS;
         const u16* Db = Ds + buf * BQ * LDS;
+        // Shared addresses plus per-lane offsets of the ldmatrix loads below (`ld_a` / `ld_b_kn`
+        // share one pattern, `ld_b_nk` has its own); the per-load offsets are compile-time.
+        const u32 off_a = ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
+        const u32 off_nk = (((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8) * 2;
+        const u32 qa = smem_addr(Qb), da = smem_addr(Db);
         const float* Lb = Ls + buf * BQ;
         const float* Eb = Es + buf * BQ;
         // The tile's last valid query sees the most keys: skip this warp when it sees none of
@@ -232,15 +237,15 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 u32 ka[4], va[4];
-                ld_a(ka, Ks, LDS, kw, ks * 16, lane);
-                ld_a(va, Vs, LDS, kw, ks * 16, lane);
+                ldsm_x4(ka[0], ka[1], ka[2], ka[3], smem_addr(Ks) + off_a + (kw * LDS + ks * 16) * 2);
+                ldsm_x4(va[0], va[1], va[2], va[3], smem_addr(Vs) + off_a + (kw * LDS + ks * 16) * 2);
 #pragma unroll
                 for (int np = 0; np < NQ / 2; ++np) {
                     u32 b0, b1, b2, b3;
-                    ld_b_nk(b0, b1, b2, b3, Qb, LDS, np * 16, ks * 16, lane);
+                    ldsm_x4(b0, b1, b2, b3, qa + off_nk + (np * 16 * LDS + ks * 16) * 2);
                     mma16816<DT>(s[2 * np], ka, b0, b1);
                     mma16816<DT>(s[2 * np + 1], ka, b2, b3);
-                    ld_b_nk(b0, b1, b2, b3, Db, LDS, np * 16, ks * 16, lane);
+                    ldsm_x4(b0, b1, b2, b3, da + off_nk + (np * 16 * LDS + ks * 16) * 2);
                     mma16816<DT>(dp[2 * np], va, b0, b1);
                     mma16816<DT>(dp[2 * np + 1], va, b2, b3);
                 }
@@ -298,10 +303,10 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
 #pragma unroll
                 for (int dd = 0; dd < D / 16; ++dd) {
                     u32 b0, b1, b2, b3;
-                    ld_b_kn(b0, b1, b2, b3, Db, LDS, kk * 16, dd * 16, lane);
+                    ldsm_x4_t(b0, b1, b2, b3, da + off_a + (kk * 16 * LDS + dd * 16) * 2);
                     mma16816<DT>(dv[2 * dd], pa, b0, b1);
                     mma16816<DT>(dv[2 * dd + 1], pa, b2, b3);
-                    ld_b_kn(b0, b1, b2, b3, Qb, LDS, kk * 16, dd * 16, lane);
+                    ldsm_x4_t(b0, b1, b2, b3, qa + off_a + (kk * 16 * LDS + dd * 16) * 2);
                     mma16816<DT>(dk[2 * dd], sa, b0, b1);
                     mma16816<DT>(dk[2 * dd + 1], sa, b2, b3);
                 }

@@ -395,6 +395,10 @@ static float ex2(float x) {
 }
 #include "mma.cuh"
 #define MMA3_SMEM_DECL u16* const fwd_mma3_smem = (u16*)dec_smem
+// Shared-state-space addresses: byte offsets into the emulated shared memory.
+static u32 smem_addr(const void* p) { return (u32)((const unsigned char*)p - dec_smem); }
+static void ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, u32 a) { ldmatrix_x4(r0, r1, r2, r3, dec_smem + a); }
+static void ldsm_x4_t(u32& r0, u32& r1, u32& r2, u32& r3, u32 a) { ldmatrix_x4_trans(r0, r1, r2, r3, dec_smem + a); }
 #pragma push_macro("NT")  // fwd_mma.cu names its n-tile counts NT
 #undef NT
 #include "fwd_mma.cu"

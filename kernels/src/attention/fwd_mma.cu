@@ -327,13 +327,18 @@ struct Mma3 {
     static constexpr int QK = QSMEM ? 1 : D / 16;  // k-steps of Q held in registers (1: unused)
 };
 
-// S = Q Kᵀ for this warp's two m16 tiles x 64 keys of the tile at `Kt`: each K fragment feeds both
-// tiles. Q's A fragments come from `qf` (registers) or, with QSMEM, from the warp's 32 rows at `Qw`.
+// S = Q Kᵀ for this warp's two m16 tiles x 64 keys of the tile at shared address `kt`: each K
+// fragment feeds both tiles. Q's A fragments come from `qf` (registers) or, with QSMEM, from the
+// warp's 32 rows at shared address `qw`. Addresses are one per-lane base plus compile-time offsets
+// (no per-load address arithmetic).
 template <int DT, int D, bool QSMEM, int QK>
-__device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const u32 (&qf)[2][QK][4], const u16* Qw,
-                                         const u16* Kt, int lane) {
+__device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const u32 (&qf)[2][QK][4], u32 qw, u32 kt,
+                                         int lane) {
     constexpr int LDS = D + MMA_PAD;
     constexpr int NT = MMA_BN / 8;
+    // ld_a / ld_b_nk lane offsets (bytes).
+    const u32 qa0 = qw + ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
+    const u32 kb0 = kt + (((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8) * 2;
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
 #pragma unroll
@@ -343,8 +348,9 @@ __device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const 
     for (int ks = 0; ks < D / 16; ++ks) {
         u32 qa[2][4];
         if constexpr (QSMEM) {
-            ld_a(qa[0], Qw, LDS, 0, ks * 16, lane);
-            ld_a(qa[1], Qw, LDS, 16, ks * 16, lane);
+#pragma unroll
+            for (int m = 0; m < 2; ++m)
+                ldsm_x4(qa[m][0], qa[m][1], qa[m][2], qa[m][3], qa0 + (m * 16 * LDS + ks * 16) * 2);
         } else {
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
@@ -355,7 +361,7 @@ __device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const 
 #pragma unroll
         for (int np = 0; np < NT / 2; ++np) {
             u32 b0, b1, b2, b3;
-            ld_b_nk(b0, b1, b2, b3, Kt, LDS, np * 16, ks * 16, lane);
+            ldsm_x4(b0, b1, b2, b3, kb0 + (np * 16 * LDS + ks * 16) * 2);
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
                 mma16816<DT>(sacc[m][2 * np], qa[m], b0, b1);
@@ -365,18 +371,21 @@ __device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const 
     }
 }
 
-// O += P V for the warp's two m16 tiles over the tile at `Vt`: each V fragment feeds both tiles.
-// P arrives packed as A fragments (`acc_to_a`), half the registers of its f32 form.
+// O += P V for the warp's two m16 tiles over the tile at shared address `vt`: each V fragment
+// feeds both tiles. P arrives packed as A fragments (`acc_to_a`), half the registers of its f32
+// form.
 template <int DT, int D>
-__device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const u32 (&pa)[2][MMA_BN / 16][4],
-                                         const u16* Vt, int lane) {
+__device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const u32 (&pa)[2][MMA_BN / 16][4], u32 vt,
+                                         int lane) {
     constexpr int LDS = D + MMA_PAD;
+    // ld_b_kn lane offset (bytes).
+    const u32 vb0 = vt + ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
 #pragma unroll
     for (int kk = 0; kk < MMA_BN / 16; ++kk) {
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
             u32 b0, b1, b2, b3;
-            ld_b_kn(b0, b1, b2, b3, Vt, LDS, kk * 16, dp * 16, lane);
+            ldsm_x4_t(b0, b1, b2, b3, vb0 + (kk * 16 * LDS + dp * 16) * 2);
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
                 mma16816<DT>(oacc[m][2 * dp], pa[m][kk], b0, b1);
@@ -481,7 +490,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
 
         if (j0 < warp_end) {  // warp-uniform: tiles past every row of this warp are skipped
             float sacc[2][NT][4];
-            qk_tile2<DT, D, QSMEM, QK>(sacc, qf, Qs + warp * 32 * LDS, Ks + st, lane);
+            qk_tile2<DT, D, QSMEM, QK>(sacc, qf, smem_addr(Qs + warp * 32 * LDS), smem_addr(Ks + st), lane);
             u32 pa[2][MMA_BN / 16][4];
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
@@ -490,7 +499,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
 #pragma unroll
                 for (int kk = 0; kk < MMA_BN / 16; ++kk) acc_to_a<DT>(pa[m][kk], sacc[m][2 * kk], sacc[m][2 * kk + 1]);
             }
-            pv_tile2<DT, D>(oacc, pa, Vs + st, lane);
+            pv_tile2<DT, D>(oacc, pa, smem_addr(Vs + st), lane);
         }
         __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
     }
