@@ -23,45 +23,21 @@ const WAIT: Duration = Duration::from_secs(600);
 /// `--out`, the retriever from `--retriever-url`).
 fn write_config(path: &Path) {
     let r = root();
-    let text = format!(
-        r#"
-[model]
-dtype = "f32"
-backend = "cpu"
-[model.random]
-tokenizer = {tok:?}
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-num_key_value_heads = 1
-seed = 3
-[data]
-train = {data:?}
-val = {data:?}
-val_size = 2
-template = "instruct"
-[retriever]
-top_k = 2
-[rollout]
-n = 2
-prompts_per_step = 2
-response_budget = 12
-max_turns = 1
-[learner]
-update_token_budget = 2048
-logprob_token_budget = 4096
-[optim]
-lr = 1e-3
-[schedule]
-max_steps = {STEPS}
-val_every = 2
-save_every = 2
-seed = 5
-"#,
-        tok = r.join("data/qwen2.5_tokenizer").display().to_string(),
-        data = r.join("data/eval/bamboogle/test.jsonl.zst").display().to_string(),
-    );
+    // tests/fixtures/tiny_train.toml, shared with research-grpo's training tests.
+    let template = std::fs::read_to_string(r.join("tests/fixtures/tiny_train.toml")).unwrap();
+    let text = template
+        .replace(
+            "@TOKENIZER@",
+            &format!("{:?}", r.join("data/qwen2.5_tokenizer").display().to_string()),
+        )
+        .replace(
+            "@DATA@",
+            &format!(
+                "{:?}",
+                r.join("data/eval/bamboogle/test.jsonl.zst").display().to_string()
+            ),
+        )
+        .replace("@MAX_STEPS@", &STEPS.to_string());
     std::fs::write(path, text).unwrap();
 }
 

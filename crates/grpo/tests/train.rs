@@ -40,48 +40,20 @@ fn root() -> PathBuf {
 
 fn config(out: &Path, max_steps: u64) -> TrainConfig {
     let r = root();
-    let text = format!(
-        r#"
-out = {out:?}
-[model]
-dtype = "f32"
-backend = "cpu"
-[model.random]
-tokenizer = {tok:?}
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-num_key_value_heads = 1
-seed = 3
-[data]
-train = {train:?}
-val = {val:?}
-val_size = 2
-template = "instruct"
-[retriever]
-top_k = 2
-[rollout]
-n = 2
-prompts_per_step = 2
-response_budget = 12
-max_turns = 1
-[learner]
-update_token_budget = 2048
-logprob_token_budget = 4096
-[optim]
-lr = 1e-3
-[schedule]
-max_steps = {max_steps}
-val_every = 2
-save_every = 2
-seed = 5
-"#,
-        out = out.display().to_string(),
-        tok = r.join("data/qwen2.5_tokenizer").display().to_string(),
-        train = r.join("data/eval/bamboogle/test.jsonl.zst").display().to_string(),
-        val = r.join("data/eval/bamboogle/test.jsonl.zst").display().to_string(),
+    // tests/fixtures/tiny_train.toml, shared with the CLI's kill-and-resume test.
+    let template = std::fs::read_to_string(r.join("tests/fixtures/tiny_train.toml")).unwrap();
+    let data = format!(
+        "{:?}",
+        r.join("data/eval/bamboogle/test.jsonl.zst").display().to_string()
     );
+    let text = format!("out = {:?}\n", out.display().to_string())
+        + &template
+            .replace(
+                "@TOKENIZER@",
+                &format!("{:?}", r.join("data/qwen2.5_tokenizer").display().to_string()),
+            )
+            .replace("@DATA@", &data)
+            .replace("@MAX_STEPS@", &max_steps.to_string());
     TrainConfig::from_toml(&text, Path::new("test.toml"), &[]).unwrap()
 }
 
