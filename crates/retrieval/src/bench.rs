@@ -353,31 +353,17 @@ pub fn build_graph(
     let bar = Progress::new(progress, n as u64, &format!("build {quantization}"));
     let next = AtomicU64::new(0);
     let start = Instant::now();
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let mut buf = Vec::new();
-                    loop {
-                        let key = next.fetch_add(1, Ordering::Relaxed);
-                        if key >= n as u64 {
-                            return Ok(());
-                        }
-                        add_row(&index, feed, key, vectors.row(key as usize), &mut buf)?;
-                        bar.inc(start);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(RetrievalError::Usearch("an insert thread panicked".into())))
-            })
-            .collect()
-    });
-    results.into_iter().collect::<Result<()>>()?;
+    crate::workers::run(threads, "an insert", |_| {
+        let mut buf = Vec::new();
+        loop {
+            let key = next.fetch_add(1, Ordering::Relaxed);
+            if key >= n as u64 {
+                return Ok(());
+            }
+            add_row(&index, feed, key, vectors.row(key as usize), &mut buf)?;
+            bar.inc(start);
+        }
+    })?;
     let build_s = start.elapsed().as_secs_f64();
     bar.finish();
     let after = Rss::now();
@@ -581,20 +567,9 @@ pub fn measure_with(
     let threads = threads.clamp(1, nq);
     let per = nq.div_ceil(threads);
     let pass = || -> Result<()> {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || -> Result<()> {
-                        for q in t * per..((t + 1) * per).min(nq) {
-                            search(q)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join()
-                    .unwrap_or_else(|_| Err(RetrievalError::Usearch("a search thread panicked".into())))?;
+        crate::workers::run(threads, "a search", |t| {
+            for q in t * per..((t + 1) * per).min(nq) {
+                search(q)?;
             }
             Ok(())
         })

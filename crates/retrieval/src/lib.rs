@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod partition;
 pub mod quant;
 pub mod retriever;
+mod workers;
 
 pub use builder::{build_index, build_with_encoder, default_threads, usearch_index, BuildConfig, BuildReport};
 pub use corpus::{parse_row, Corpus, CorpusStats};

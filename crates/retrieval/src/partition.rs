@@ -480,49 +480,35 @@ pub fn build_partitions(
     if todo.len() >= 2 * threads {
         let next = AtomicUsize::new(0);
         let stop = std::sync::atomic::AtomicBool::new(false);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| -> Result<()> {
-                        let mut f = vec![0f32; spec.dims];
-                        let mut q = vec![0i8; spec.dims];
-                        loop {
-                            if stop.load(Ordering::Relaxed) {
-                                return Ok(());
-                            }
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&p) = todo.get(i) else { return Ok(()) };
-                            if !keep_going(p) {
-                                stop.store(true, Ordering::Relaxed);
-                                return Ok(());
-                            }
-                            let keys = lists.of(p);
-                            let index = usearch_index(spec.dims, spec.quantization, &spec.hnsw)?;
-                            index
-                                .reserve_capacity_and_threads(keys.len().max(1), 1)
-                                .map_err(usearch_err("reserving capacity"))?;
-                            for &k in keys {
-                                row(k, &mut f);
-                                add_row(&index, spec.quantization, k, &f, &mut q)?;
-                            }
-                            if let Err(e) = done(p, index) {
-                                stop.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                            built.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(RetrievalError::Usearch("an insert thread panicked".into())))
-                })
-                .collect()
-        });
-        results.into_iter().collect::<Result<()>>()?;
+        crate::workers::run(threads, "an insert", |_| {
+            let mut f = vec![0f32; spec.dims];
+            let mut q = vec![0i8; spec.dims];
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&p) = todo.get(i) else { return Ok(()) };
+                if !keep_going(p) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let keys = lists.of(p);
+                let index = usearch_index(spec.dims, spec.quantization, &spec.hnsw)?;
+                index
+                    .reserve_capacity_and_threads(keys.len().max(1), 1)
+                    .map_err(usearch_err("reserving capacity"))?;
+                for &k in keys {
+                    row(k, &mut f);
+                    add_row(&index, spec.quantization, k, &f, &mut q)?;
+                }
+                if let Err(e) = done(p, index) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                built.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
     } else {
         for &p in todo {
             if !keep_going(p) {
@@ -534,30 +520,16 @@ pub fn build_partitions(
                 .reserve_capacity_and_threads(keys.len().max(1), threads)
                 .map_err(usearch_err("reserving capacity"))?;
             let next = AtomicUsize::new(0);
-            let results: Vec<Result<()>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads.min(keys.len().max(1)))
-                    .map(|_| {
-                        s.spawn(|| -> Result<()> {
-                            let mut f = vec![0f32; spec.dims];
-                            let mut q = vec![0i8; spec.dims];
-                            loop {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(&k) = keys.get(i) else { return Ok(()) };
-                                row(k, &mut f);
-                                add_row(&index, spec.quantization, k, &f, &mut q)?;
-                            }
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(RetrievalError::Usearch("an insert thread panicked".into())))
-                    })
-                    .collect()
-            });
-            results.into_iter().collect::<Result<()>>()?;
+            crate::workers::run(threads.min(keys.len().max(1)), "an insert", |_| {
+                let mut f = vec![0f32; spec.dims];
+                let mut q = vec![0i8; spec.dims];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&k) = keys.get(i) else { return Ok(()) };
+                    row(k, &mut f);
+                    add_row(&index, spec.quantization, k, &f, &mut q)?;
+                }
+            })?;
             done(p, index)?;
             built.fetch_add(1, Ordering::Relaxed);
         }
