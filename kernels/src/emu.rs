@@ -46,3 +46,21 @@ pub(crate) fn build(
         }
     }
 }
+
+/// Runs the emulator `exe` with `args`, `input` on its standard input, and removes `dir` (the
+/// folder [`build`] returned) once it has exited. Returns its exit status and output.
+pub(crate) fn run(dir: &std::path::Path, exe: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    out
+}

@@ -258,8 +258,6 @@ mod tests {
     /// or `c++`); skipped with a note when there is none, unless `RESEARCH_TOKEN_STATS_EMU=require`.
     #[test]
     fn kernels_match_float64_in_cpu_emulation() {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
         let require = std::env::var("RESEARCH_TOKEN_STATS_EMU").is_ok_and(|v| v == "require");
         let Some((dir, exe)) = crate::emu::build(
             "src/loss/token_stats_emu.cpp",
@@ -291,20 +289,7 @@ mod tests {
             "1 2 8200 0 5 0 0 0 20",
             "0 40 300 0 0 1 1 0 21",
         ];
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all((cases.join("\n") + "\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let out = crate::emu::run(&dir, &exe, &[], &(cases.join("\n") + "\n"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(

@@ -384,7 +384,6 @@ mod tests {
     /// line, named by `labels`) and asserts every case printed `ok`. `None` when no compiler could
     /// build it (a note is printed; a failure with `RESEARCH_DECODE_EMU=require`).
     fn emulate(arg: Option<&str>, input: &str, labels: &[String], what: &str) -> Option<()> {
-        use std::process::{Command, Stdio};
         let require = std::env::var("RESEARCH_DECODE_EMU").is_ok_and(|v| v == "require");
         let (dir, exe) = crate::emu::build(
             "src/attention/decode_emu.cpp",
@@ -394,19 +393,7 @@ mod tests {
             require,
             "emulator",
         )?;
-        let mut child = Command::new(&exe)
-            .args(arg)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let out = crate::emu::run(&dir, &exe, arg.as_slice(), input);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert!(

@@ -32,6 +32,25 @@ __device__ __forceinline__ void load_tile(u16* dst, const u16* src, i64 stride, 
     load_rows<D, MMA_BN>(dst, src, stride, j0, S, tid);
 }
 
+// The double-buffered schedules' step at the top of iteration `it` (tile keys j0.., stage offset
+// `st` of `TILE` elements): issues the next tile's K and V copies into the other stage, which
+// iteration it - 1 finished reading before its closing barrier, then waits until this tile's copies
+// (the older group) have landed for this thread. The caller's barrier makes them visible.
+template <int D, typename I>
+__device__ __forceinline__ void prefetch_next_and_wait(const Params& p, u16* Ks, u16* Vs, const u16* kp,
+                                                       const u16* vp, int it, int ntiles, int st, I j0, int tid) {
+    constexpr int TILE = MMA_BN * (D + MMA_PAD);
+    if (it + 1 < ntiles) {
+        const int nx = TILE - st;
+        load_tile<D>(Ks + nx, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
+        load_tile<D>(Vs + nx, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
+        cp_async_commit();
+        cp_async_wait<1>();  // this tile's group has landed (the next one may be in flight)
+    } else {
+        cp_async_wait<0>();
+    }
+}
+
 // S = Q Kᵀ for this warp's 16 rows x 64 keys of the tile at `Kt`.
 template <int DT, int D>
 __device__ __forceinline__ void qk_tile(float (&sacc)[MMA_BN / 8][4], const u32 (&qf)[D / 16][4], const u16* Kt,
@@ -205,16 +224,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
         for (int it = 0; it < ntiles; ++it) {
             const i64 j0 = (i64)it * MMA_BN;
             const int st = (it & 1) * TILE;
-            if (it + 1 < ntiles) {
-                // Stage st ^ 1 was last read in iteration it - 1, which ended with a barrier.
-                const int nx = TILE - st;
-                load_tile<D>(Ks + nx, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
-                load_tile<D>(Vs + nx, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
-                cp_async_commit();
-                cp_async_wait<1>();  // this tile's group has landed (the next one may be in flight)
-            } else {
-                cp_async_wait<0>();
-            }
+            prefetch_next_and_wait<D, i64>(p, Ks, Vs, kp, vp, it, ntiles, st, j0, tid);
             __syncthreads();  // ... for every thread's copies (and zero-filled rows)
 
             float sacc[NT][4];
@@ -476,16 +486,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
     for (int it = 0; it < ntiles; ++it) {
         const int j0 = it * MMA_BN;
         const int st = (it & 1) * TILE;
-        if (it + 1 < ntiles) {
-            // Stage st ^ 1 was last read in iteration it - 1, which ended with a barrier.
-            const int nx = TILE - st;
-            load_tile<D>(Ks + nx, kp, p.k_ss, j0 + MMA_BN, p.S, tid);
-            load_tile<D>(Vs + nx, vp, p.v_ss, j0 + MMA_BN, p.S, tid);
-            cp_async_commit();
-            cp_async_wait<1>();  // this tile's group (and Q with the first) has landed
-        } else {
-            cp_async_wait<0>();
-        }
+        prefetch_next_and_wait<D, int>(p, Ks, Vs, kp, vp, it, ntiles, st, j0, tid);  // (Q lands with tile 0)
         __syncthreads();  // ... for every thread's copies (and zero-filled rows)
 
         if (j0 < warp_end) {  // warp-uniform: tiles past every row of this warp are skipped

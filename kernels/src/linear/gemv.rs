@@ -566,8 +566,6 @@ mod tests {
     /// none, unless `RESEARCH_GEMV_EMU=require` (or `asan`).
     #[test]
     fn kernels_match_float64_in_cpu_emulation() {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
         let mode = std::env::var("RESEARCH_GEMV_EMU").unwrap_or_default();
         let require = mode == "require" || mode == "asan";
         let asan: &[&str] = if mode == "asan" { &["-fsanitize=address"] } else { &[] };
@@ -660,15 +658,7 @@ mod tests {
                 }
             }
         }
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let out = crate::emu::run(&dir, &exe, &[], &input);
         assert!(
             out.status.success(),
             "emulator exited with {}:\n{}",
