@@ -198,6 +198,8 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
     }
 
+    // Per-lane byte offsets of the step loop's ldmatrix loads (`ld_a` / `ld_b_kn`, `ld_b_nk`).
+    const u32 off_a = frag_off_a(lane, LDS) * 2, off_nk = frag_off_nk(lane, LDS) * 2;
     if (n > 0) {
         issue(h_first, t_lo, 0);
         advance(nh, nqi);
@@ -216,10 +218,8 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         const i64 t0 = t_lo + iq * BQ;
         const u16* Qb = Qs + buf * BQ * LDS;
         const u16* Db = Ds + buf * BQ * LDS;
-        // Shared addresses plus per-lane offsets of the ldmatrix loads below (`ld_a` / `ld_b_kn`
-        // share one pattern, `ld_b_nk` has its own); the per-load offsets are compile-time.
-        const u32 off_a = ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
-        const u32 off_nk = (((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8) * 2;
+        // Shared addresses of this step's Q and dO for the ldmatrix loads below (per-load offsets
+        // compile-time).
         const u32 qa = smem_addr(Qb), da = smem_addr(Db);
         const float* Lb = Ls + buf * BQ;
         const float* Eb = Es + buf * BQ;

@@ -515,24 +515,19 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             smem: 0,
         });
     }
-    pre.push(if bwd_fused_dq() {
-        Launch {
-            module: "bwd_mma",
-            dt,
-            d,
-            entry: format!("attn_bwd_mma_dq_convert_{dt}_d{d}"),
-            grid: grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?,
-            smem: 0,
-        }
+    // dQ: the fused accumulator's convert, or the separate kernel.
+    let (kind, dq_grid) = if bwd_fused_dq() {
+        ("dq_convert", grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?)
     } else {
-        Launch {
-            module: "bwd_mma",
-            dt,
-            d,
-            entry: format!("attn_bwd_mma_dq_{dt}_d{d}"),
-            grid: grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?,
-            smem: 0,
-        }
+        ("dq", grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?)
+    };
+    pre.push(Launch {
+        module: "bwd_mma",
+        dt,
+        d,
+        entry: format!("attn_bwd_mma_{kind}_{dt}_d{d}"),
+        grid: dq_grid,
+        smem: 0,
     });
     Ok(pre)
 }

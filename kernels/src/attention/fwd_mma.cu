@@ -346,9 +346,8 @@ __device__ __forceinline__ void qk_tile2(float (&sacc)[2][MMA_BN / 8][4], const 
                                          int lane) {
     constexpr int LDS = D + MMA_PAD;
     constexpr int NT = MMA_BN / 8;
-    // ld_a / ld_b_nk lane offsets (bytes).
-    const u32 qa0 = qw + ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
-    const u32 kb0 = kt + (((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8) * 2;
+    const u32 qa0 = qw + frag_off_a(lane, LDS) * 2;  // as ld_a
+    const u32 kb0 = kt + frag_off_nk(lane, LDS) * 2; // as ld_b_nk
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
 #pragma unroll
@@ -388,8 +387,7 @@ template <int DT, int D>
 __device__ __forceinline__ void pv_tile2(float (&oacc)[2][D / 8][4], const u32 (&pa)[2][MMA_BN / 16][4], u32 vt,
                                          int lane) {
     constexpr int LDS = D + MMA_PAD;
-    // ld_b_kn lane offset (bytes).
-    const u32 vb0 = vt + ((lane & 15) * LDS + (lane >> 4) * 8) * 2;
+    const u32 vb0 = vt + frag_off_a(lane, LDS) * 2;  // as ld_b_kn
 #pragma unroll
     for (int kk = 0; kk < MMA_BN / 16; ++kk) {
 #pragma unroll

@@ -39,20 +39,8 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_addr(p)));
-}
-
-// The same two loads from a shared-state-space address (for a base computed once plus
-// compile-time offsets, which the compiler folds into the instruction's immediate).
+// ldmatrix x4 (and .trans) from a shared-state-space address: for a base computed once plus
+// compile-time offsets, which the compiler folds into the instruction's immediate.
 __device__ __forceinline__ void ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
@@ -63,6 +51,15 @@ __device__ __forceinline__ void ldsm_x4_t(u32& r0, u32& r1, u32& r2, u32& r3, u3
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(addr));
+}
+
+// The same loads from a generic pointer into shared memory.
+__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    ldsm_x4(r0, r1, r2, r3, smem_addr(p));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    ldsm_x4_t(r0, r1, r2, r3, smem_addr(p));
 }
 
 template <int DT>
@@ -97,23 +94,32 @@ __device__ __forceinline__ float ex2(float x) {
 }
 #endif  // RESEARCH_MMA_EMU
 
+// This lane's element offset, within a 16x16 tile of a shared array with leading dimension
+// `lds`, of the row address it gives ldmatrix x4: for `ld_a` and `ld_b_kn` (rows lane % 16, column
+// half lane / 16) and for `ld_b_nk` (rows lane % 8 + 8 (lane / 16), column half (lane / 8) % 2).
+// Callers that keep shared-space addresses add twice these (bytes) to their base once.
+__device__ __forceinline__ int frag_off_a(int lane, int lds) { return (lane & 15) * lds + (lane >> 4) * 8; }
+__device__ __forceinline__ int frag_off_nk(int lane, int lds) {
+    return ((lane & 7) + ((lane >> 4) << 3)) * lds + ((lane >> 3) & 1) * 8;
+}
+
 // A fragment of the 16x16 tile at (row m0, col k0) of a row-major [m][k] shared array.
 __device__ __forceinline__ void ld_a(u32* a, const u16* s, int lds, int m0, int k0, int lane) {
-    ldmatrix_x4(a[0], a[1], a[2], a[3], &s[(m0 + (lane & 15)) * lds + k0 + (lane >> 4) * 8]);
+    ldmatrix_x4(a[0], a[1], a[2], a[3], &s[m0 * lds + k0 + frag_off_a(lane, lds)]);
 }
 
 // B fragments of two n-tiles (n0..n0+7: b0, b1; n0+8..n0+15: b2, b3) over k0..k0+15, from a
 // shared array stored [n][k] (k contiguous: K for Q Kᵀ).
 __device__ __forceinline__ void ld_b_nk(u32& b0, u32& b1, u32& b2, u32& b3, const u16* s, int lds, int n0, int k0,
                                         int lane) {
-    ldmatrix_x4(b0, b1, b2, b3, &s[(n0 + (lane & 7) + ((lane >> 4) << 3)) * lds + k0 + ((lane >> 3) & 1) * 8]);
+    ldmatrix_x4(b0, b1, b2, b3, &s[n0 * lds + k0 + frag_off_nk(lane, lds)]);
 }
 
 // The same two n-tiles from a shared array stored [k][n] (n contiguous: V for P V), transposed by
 // ldmatrix.
 __device__ __forceinline__ void ld_b_kn(u32& b0, u32& b1, u32& b2, u32& b3, const u16* s, int lds, int k0, int n0,
                                         int lane) {
-    ldmatrix_x4_trans(b0, b1, b2, b3, &s[(k0 + (lane & 15)) * lds + n0 + (lane >> 4) * 8]);
+    ldmatrix_x4_trans(b0, b1, b2, b3, &s[k0 * lds + n0 + frag_off_a(lane, lds)]);
 }
 
 // The A fragment (16 x 16, columns 16kk..16kk+15) of a product whose left operand is an f32
