@@ -14,7 +14,7 @@
 //       dK += dSᵀ Q       (A: dSᵀ, B: Q [k][n], ldmatrix.trans)
 //     dK/dV accumulate in f32 registers over the whole group (the GQA reduction) and are written
 //     once (dK scaled by the softmax scale). Dynamic shared memory: `BwdMma<D>::SMEM` bytes,
-//     mirrored by `bwd_mma_dkdv_smem` in cuda.rs (the kernel traps if given less).
+//     declared to the host with KERNEL_GEOM (the kernel traps if given less).
 //     Fused dQ (the default; p.part_ml = an f32 [B, H, T, D] accumulator zeroed by attn_bwd_pre):
 //     each step also stores its dSᵀ tile (64 keys x BQ queries, bf16) in shared memory and, after a
 //     barrier, warp w adds dS K over the block's 64 keys for dQ columns w·D/4.. of the step's rows
@@ -557,6 +557,8 @@ __device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
 }
 
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
+    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, 128, BwdMma<D>::SMEM, BWD_BN)                              \
+    KERNEL_GEOM(attn_bwd_mma_dq_##NAME##_d##D, 128, 0, 64)                                                  \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv<DT, D>(p);                                                                             \
     }                                                                                                       \

@@ -12,6 +12,11 @@ typedef long long i64;
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
+// Launch geometry of a tensor-core kernel, read by the host (`read_geom` in cuda.rs) when it loads
+// the module: threads per block, dynamic shared memory bytes, and rows (queries or keys) per block
+// along grid x. The kernel's source is the only place these numbers are written.
+#define KERNEL_GEOM(ENTRY, THREADS, SMEM, ROWS) extern "C" __constant__ int ENTRY##_geom[3] = {THREADS, SMEM, ROWS};
+
 // Everything a kernel needs, one struct passed by value. Mirrored field for field by
 // `KernelParams` (#[repr(C)]) in kernels/src/attention/cuda.rs: 8-byte fields only, the two
 // floats last, so both sides lay it out identically.

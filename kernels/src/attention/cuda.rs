@@ -90,14 +90,8 @@ pub(crate) fn kernel_counts() -> Vec<(String, u64)> {
 
 const SIMPLE_ROWS: usize = 16;
 const SIMPLE_KT: usize = 32;
-const MMA_BM: usize = 64;
-/// Keys per tile of the tensor-core forward (`MMA_BN` of fwd_mma.cu).
-const MMA_BN: usize = 64;
 const BWD_KT: usize = 32;
 const BWD_QB: usize = 32;
-/// Keys per block of the tensor-core dK/dV kernel, queries per block of its dQ kernel.
-const BWD_MMA_BN: usize = 64;
-const BWD_MMA_BM: usize = 64;
 /// Blocks wanted in flight before the forward splits the keys (about two waves on an H100).
 const TARGET_BLOCKS: usize = 264;
 
@@ -190,33 +184,10 @@ fn bwd_split_group(g: &Geometry) -> bool {
     g.h > g.kvh && !std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "grouped")
 }
 
-/// Dynamic shared memory of `attn_fwd_mma2_*`: two stages of a K and a V tile of `MMA_BN` keys,
-/// rows padded to `d + 8` bf16/f16 elements (69,632 bytes at d = 128, three blocks per SM).
-fn fwd_mma2_smem(d: usize) -> u32 {
-    (2 * 2 * MMA_BN * (d + 8) * 2) as u32
-}
-
-/// Query rows per block of `attn_fwd_mma3_*` (`MMA3_BM` in `fwd_mma.cu`).
-const MMA3_BM: usize = 128;
-
-/// Dynamic shared memory of `attn_fwd_mma3_*`: `Mma3<D>::SMEM` in `fwd_mma.cu`, two stages of a K
-/// and a V tile of `MMA_BN` keys, plus at d = 128 the block's `MMA3_BM` query rows (d = 64 keeps Q
-/// in registers), rows padded to `d + 8` elements (104,448 bytes at d = 128, 36,864 at d = 64).
-/// The kernel traps when given less.
-fn fwd_mma3_smem(d: usize) -> u32 {
-    let q_rows = if d > 64 { MMA3_BM } else { 0 };
-    ((4 * MMA_BN + q_rows) * (d + 8) * 2) as u32
-}
-
-/// Dynamic shared memory of `attn_bwd_mma_dkdv_*` for head dim `d`: `BwdMma<D>::SMEM` in
-/// `bwd_mma.cu` (K, V: 64 rows; Q, dO: two buffers of BQ rows, rows padded to d + 8 elements;
-/// lse and delta: two buffers of BQ f32; the step's dSᵀ tile for the fused dQ, 64 rows of BQ + 8).
-/// The kernel traps when given less.
-fn bwd_mma_dkdv_smem(d: usize) -> u32 {
-    let lds = d + 8;
-    let bq = if d == 128 { 32 } else { 64 };
-    ((2 * BWD_MMA_BN * lds + 4 * bq * lds) * 2 + 4 * bq * 4 + BWD_MMA_BN * (bq + 8) * 2) as u32
-}
+/// Queries from which the forward takes `attn_fwd_mma3_*` (one of its 128-row blocks; below that
+/// `attn_fwd_mma2_*`'s 64-row blocks waste less). The tensor-core kernels' tile sizes, block sizes
+/// and shared memory are declared by their sources (`KERNEL_GEOM`, read at load time).
+const MMA3_MIN_T: usize = 128;
 
 /// Whether the tensor-core backward adds dQ inside the dK/dV kernel (f32 atomics into an
 /// accumulator, then `attn_bwd_mma_dq_convert`) instead of running `attn_bwd_mma_dq`, which
@@ -439,7 +410,8 @@ struct Buffers {
     dv: Option<Handle>,
 }
 
-/// One kernel launch: entry point, grid, dynamic shared memory.
+/// One kernel launch: entry point, grid, dynamic shared memory, 128 threads; or, for the
+/// tensor-core kernels (`tiled`), the geometry their source declares (`KERNEL_GEOM`).
 #[derive(Clone, Debug)]
 struct Launch {
     module: &'static str,
@@ -449,6 +421,39 @@ struct Launch {
     entry: String,
     grid: (u32, u32, u32),
     smem: u32,
+    /// `Some(extent)`: the kernel's source declares its block size, dynamic shared memory and
+    /// rows per block (`<entry>_geom`, see `KERNEL_GEOM` in common.cuh); grid x becomes
+    /// `extent / rows` rounded up and `grid.0` / `smem` above are ignored. Tile sizes and warp
+    /// counts then live in the `.cu` file alone (no mirror here), so a kernel variant loaded
+    /// through `RESEARCH_ATTENTION_SOURCES` may change them without a rebuild.
+    tiled: Option<usize>,
+}
+
+/// A tensor-core kernel's launch geometry as its source declares it (`KERNEL_GEOM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geom {
+    threads: u32,
+    smem: u32,
+    rows: u32,
+}
+
+impl Geom {
+    /// Parses the `<entry>_geom` array (threads, dynamic shared memory bytes, rows per block).
+    fn parse(v: [i32; 3], entry: &str) -> Result<Geom, String> {
+        let [threads, smem, rows] = v;
+        let ok = (32..=1024).contains(&threads) && threads % 32 == 0 && (0..=227 * 1024).contains(&smem) && rows > 0;
+        if !ok {
+            return Err(format!(
+                "{entry}_geom = {v:?}: expected threads (a multiple of 32, at most 1024), \
+                 dynamic shared memory bytes (at most 227 KiB) and rows per block (> 0)"
+            ));
+        }
+        Ok(Geom {
+            threads: threads as u32,
+            smem: smem as u32,
+            rows: rows as u32,
+        })
+    }
 }
 
 /// What a device call does once pointers are known.
@@ -502,8 +507,9 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
         dt,
         d,
         entry: format!("attn_bwd_mma_dkdv_{dt}_d{d}"),
-        grid: grid(g.s.div_ceil(BWD_MMA_BN), if split { g.h } else { g.kvh }, g.b)?,
-        smem: bwd_mma_dkdv_smem(d),
+        grid: grid(1, if split { g.h } else { g.kvh }, g.b)?,
+        smem: 0,
+        tiled: Some(g.s),
     });
     if split {
         pre.push(Launch {
@@ -513,13 +519,14 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             entry: format!("attn_bwd_mma_dkdv_reduce_{dt}_d{d}"),
             grid: grid((g.b * g.kvh * g.s * d).div_ceil(512), 1, 1)?,
             smem: 0,
+            tiled: None,
         });
     }
     // dQ: the fused accumulator's convert, or the separate kernel.
-    let (kind, dq_grid) = if bwd_fused_dq() {
-        ("dq_convert", grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?)
+    let (kind, dq_grid, tiled) = if bwd_fused_dq() {
+        ("dq_convert", grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?, None)
     } else {
-        ("dq", grid(g.t.div_ceil(BWD_MMA_BM), g.h, g.b)?)
+        ("dq", grid(1, g.h, g.b)?, Some(g.t))
     };
     pre.push(Launch {
         module: "bwd_mma",
@@ -528,6 +535,7 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
         entry: format!("attn_bwd_mma_{kind}_{dt}_d{d}"),
         grid: dq_grid,
         smem: 0,
+        tiled,
     });
     Ok(pre)
 }
@@ -553,6 +561,7 @@ fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             entry: format!("attn_bwd_pre_{dt}_d{d}"),
             grid: grid((g.b * g.h * g.t).div_ceil(4), 1, 1)?,
             smem: 0,
+            tiled: None,
         },
         Launch {
             module: "bwd",
@@ -561,6 +570,7 @@ fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             entry: format!("attn_bwd_dkdv_{dt}_d{d}"),
             grid: grid(g.s.div_ceil(BWD_KT), g.kvh, g.b)?,
             smem: dkdv_smem,
+            tiled: None,
         },
         Launch {
             module: "bwd",
@@ -569,6 +579,7 @@ fn bwd_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
             entry: format!("attn_bwd_dq_{dt}_d{d}"),
             grid: grid((groups * g.t).div_ceil(SIMPLE_ROWS), 1, g.b * g.kvh)?,
             smem: dq_smem,
+            tiled: None,
         },
     ])
 }
@@ -611,7 +622,7 @@ fn forward(
         Some("mma") => "fwd_mma",
         Some("mma2") => "fwd_mma2",
         Some("mma3") if mma3_fits => "fwd_mma3",
-        _ if mma3_fits && g.t >= MMA3_BM => "fwd_mma3",
+        _ if mma3_fits && g.t >= MMA3_MIN_T => "fwd_mma3",
         _ => "fwd_mma2",
     };
     let simple_forced = choice.as_deref() == Some("simple");
@@ -622,16 +633,9 @@ fn forward(
                 dt,
                 d,
                 entry: format!("attn_{kind}_{dt}_d{d}"),
-                grid: grid(
-                    g.t.div_ceil(if kind == "fwd_mma3" { MMA3_BM } else { MMA_BM }),
-                    g.h,
-                    g.b,
-                )?,
-                smem: match kind {
-                    "fwd_mma2" => fwd_mma2_smem(d),
-                    "fwd_mma3" => fwd_mma3_smem(d),
-                    _ => 0,
-                },
+                grid: grid(1, g.h, g.b)?,
+                smem: 0,
+                tiled: Some(g.t),
             })
         })
         .transpose()?;
@@ -652,6 +656,7 @@ fn forward(
             entry: format!("attn_fwd_decode_{dt}_d{d}"),
             grid: grid(splits, g.kvh, g.b)?,
             smem: decode_smem(d),
+            tiled: None,
         }];
         if splits > 1 {
             launches.push(Launch {
@@ -661,6 +666,7 @@ fn forward(
                 entry: format!("attn_fwd_combine_{dt}_d{d}"),
                 grid: grid((g.b * g.h * g.t).div_ceil(4), 1, 1)?,
                 smem: 0,
+                tiled: None,
             });
         }
         Ok(DecodeLaunch {
@@ -688,6 +694,7 @@ fn forward(
         entry: format!("attn_fwd_simple_{dt}_d{d}"),
         grid: grid(splits, row_blocks, g.b * g.kvh)?,
         smem: 0,
+        tiled: None,
     }];
     let mut buffers = Buffers {
         q: Some(q.handle.clone()),
@@ -715,6 +722,7 @@ fn forward(
             entry: format!("attn_fwd_combine_{dt}_d{d}"),
             grid: grid(rows.div_ceil(4), 1, 1)?,
             smem: 0,
+            tiled: None,
         });
     }
     p.splits = splits as i64;
@@ -867,7 +875,7 @@ struct KState {
     /// `(major, minor)` compute capability per device.
     arch: HashMap<DevKey, (i32, i32)>,
     modules: HashMap<(DevKey, &'static str, &'static str, usize), Result<usize, String>>,
-    functions: HashMap<(DevKey, String), usize>,
+    functions: HashMap<(DevKey, String), (usize, Option<Geom>)>,
 }
 
 // SAFETY: the raw CUDA handles are only used under the mutex, from cubecl's device calls, with
@@ -885,6 +893,32 @@ fn check(what: &str, r: cu::CUresult) -> Result<(), String> {
     } else {
         Err(format!("{what}: {r:?}"))
     }
+}
+
+/// Reads `<entry>_geom` (three i32: threads, dynamic shared memory bytes, rows per block) from a
+/// loaded module: the launch geometry the kernel's source declares with `KERNEL_GEOM`.
+fn read_geom(module: cu::CUmodule, entry: &str) -> Result<Geom, String> {
+    let symbol = format!("{entry}_geom");
+    let name = CString::new(symbol.as_str()).map_err(|e| e.to_string())?;
+    let mut ptr: cu::CUdeviceptr = 0;
+    let mut bytes = 0usize;
+    let mut v = [0i32; 3];
+    // SAFETY: a loaded module and a NUL-terminated name; the copy reads 12 bytes from a global the
+    // module declares with at least that size (checked first) into a 12-byte host array.
+    unsafe {
+        check(
+            &format!("cuModuleGetGlobal({symbol}): the kernel source declares no launch geometry (KERNEL_GEOM)"),
+            cu::cuModuleGetGlobal_v2(&mut ptr, &mut bytes, module, name.as_ptr()),
+        )?;
+        if bytes < std::mem::size_of_val(&v) {
+            return Err(format!("{symbol} holds {bytes} bytes, expected 3 i32"));
+        }
+        check(
+            &format!("reading {symbol}"),
+            cu::cuMemcpyDtoH_v2(v.as_mut_ptr() as *mut c_void, ptr, std::mem::size_of_val(&v)),
+        )?;
+    }
+    Geom::parse(v, entry)
 }
 
 impl KState {
@@ -945,7 +979,9 @@ impl KState {
         loaded
     }
 
-    fn function(&mut self, device: DevKey, launch: &Launch) -> Result<usize, String> {
+    /// The launchable function of `launch` and, for a tiled launch, the geometry its source
+    /// declares (cached per device and entry).
+    fn function(&mut self, device: DevKey, launch: &Launch) -> Result<(usize, Option<Geom>), String> {
         if let Some(&f) = self.functions.get(&(device, launch.entry.clone())) {
             return Ok(f);
         }
@@ -958,19 +994,29 @@ impl KState {
                 &format!("cuModuleGetFunction({})", launch.entry),
                 cu::cuModuleGetFunction(&mut f, module, name.as_ptr()),
             )?;
-            if launch.smem > 48 * 1024 {
+        }
+        let geom = match launch.tiled {
+            None => None,
+            Some(_) => Some(read_geom(module, &launch.entry)?),
+        };
+        let smem = geom.map_or(launch.smem, |g| g.smem);
+        if smem > 48 * 1024 {
+            // SAFETY: a valid function handle; the size is at most 227 KiB (checked by Geom::parse
+            // for tiled launches, constants of this file otherwise).
+            unsafe {
                 check(
                     "dynamic shared memory limit",
                     cu::cuFuncSetAttribute(
                         f,
                         cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        launch.smem as i32,
+                        smem as i32,
                     ),
                 )?;
             }
         }
-        self.functions.insert((device, launch.entry.clone()), f as usize);
-        Ok(f as usize)
+        self.functions
+            .insert((device, launch.entry.clone()), (f as usize, geom));
+        Ok((f as usize, geom))
     }
 
     fn stream(&mut self, server: &Server, device: DevKey, stream_id: StreamId) -> Result<usize, String> {
@@ -1067,7 +1113,17 @@ impl Job {
             }
         };
         for l in &launches {
-            let f = st.function(device, l)?;
+            let (f, geom) = st.function(device, l)?;
+            let (grid, threads, smem) = match (l.tiled, geom) {
+                (Some(extent), Some(g)) => {
+                    let x = extent.div_ceil(g.rows as usize);
+                    if x > i32::MAX as usize {
+                        return Err(format!("{}: grid x {x} too large", l.entry));
+                    }
+                    ((x as u32, l.grid.1, l.grid.2), g.threads, g.smem)
+                }
+                _ => (l.grid, 128, l.smem),
+            };
             let mut params = p;
             let mut args = [&mut params as *mut KernelParams as *mut c_void];
             // SAFETY: the function takes one `Params` by value, mirrored by `KernelParams`; every
@@ -1078,13 +1134,13 @@ impl Job {
                     &format!("cuLaunchKernel({})", l.entry),
                     cu::cuLaunchKernel(
                         f as cu::CUfunction,
-                        l.grid.0,
-                        l.grid.1,
-                        l.grid.2,
-                        128,
+                        grid.0,
+                        grid.1,
+                        grid.2,
+                        threads,
                         1,
                         1,
-                        l.smem,
+                        smem,
                         stream as cu::CUstream,
                         args.as_mut_ptr(),
                         std::ptr::null_mut(),

@@ -296,8 +296,11 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 }
 
 // Static shared memory of the one-buffer schedules; the double-buffered one takes
-// 4 x MMA_BN x (D + 8) elements of dynamic shared memory (the host's `fwd_mma2_smem`).
+// 4 x MMA_BN x (D + 8) elements of dynamic shared memory.
 #define MMA_INSTANCE(NAME, DT, D)                                                                       \
+    KERNEL_GEOM(attn_fwd_mma2_##NAME##_d##D, 128, 4 * MMA_BN * (D + MMA_PAD) * 2, MMA_BM)               \
+    KERNEL_GEOM(attn_fwd_mma_##NAME##_d##D, 128, 0, MMA_BM)                                             \
+    KERNEL_GEOM(attn_fwd_mma1_##NAME##_d##D, 128, 0, MMA_BM)                                            \
     extern "C" __global__ void __launch_bounds__(128, 3) attn_fwd_mma2_##NAME##_d##D(const Params p) { \
         extern __shared__ __align__(16) u16 fwd_mma2_smem[];                                          \
         fwd_mma<DT, D, 2>(p, fwd_mma2_smem, fwd_mma2_smem + 2 * MMA_BN * (D + MMA_PAD));              \
@@ -321,7 +324,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 // double-buffered with cp.async as in MODE 2. Q: in registers at D = 64; at D = 128 (too many
 // registers next to 2 x 64 O accumulators) staged once in shared memory with the first K/V tile
 // and read per k-step with ldmatrix. A warp skips the tiles past its last row's key range.
-// Dynamic shared memory: `Mma3<D>::SMEM` bytes (mirrored by `fwd_mma3_smem` in cuda.rs; the kernel
+// Dynamic shared memory: `Mma3<D>::SMEM` bytes (declared to the host with KERNEL_GEOM; the kernel
 // traps when given less).
 #define MMA3_BM 128
 #ifndef MMA3_SMEM_DECL  // the CPU emulator (decode_emu.cpp) points it at its own array
@@ -529,6 +532,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
 }
 
 #define MMA3_INSTANCE(NAME, DT, D)                                                                      \
+    KERNEL_GEOM(attn_fwd_mma3_##NAME##_d##D, 128, Mma3<D>::SMEM, MMA3_BM)                               \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_fwd_mma3_##NAME##_d##D(const Params p) { \
         fwd_mma3<DT, D>(p);                                                                             \
     }

@@ -175,6 +175,32 @@ mod tests {
                     "{entry} takes more than one parameter"
                 );
             }
+            // Every tensor-core kernel launched with a tiled grid declares its launch geometry
+            // (KERNEL_GEOM: threads, dynamic shared memory, rows per block), sane for a launch.
+            for entry in crate::attention::fused::entries(name) {
+                let tiled = entry.starts_with("attn_fwd_mma")
+                    || entry.starts_with("attn_bwd_mma_dkdv_") && !entry.contains("reduce")
+                    || entry.starts_with("attn_bwd_mma_dq_") && !entry.contains("convert");
+                if !tiled {
+                    continue;
+                }
+                let [threads, smem, rows] =
+                    ptx_geom(&ptx, &entry).unwrap_or_else(|| panic!("{name}.cu: no {entry}_geom[12] in the PTX"));
+                assert!(
+                    threads % 32 == 0 && (32..=1024).contains(&threads),
+                    "{entry}: {threads} threads"
+                );
+                assert!(
+                    (0..=227 * 1024).contains(&smem),
+                    "{entry}: {smem} bytes of shared memory"
+                );
+                assert!(rows == 64 || rows == 128, "{entry}: {rows} rows per block");
+            }
+            if name == "fwd_mma" {
+                // Worked by hand: 4 warps; K and V, two stages of 64 keys, plus 128 query rows, each
+                // row 128 + 8 bf16 elements: (4·64 + 128)·136·2 bytes; 128 queries per block.
+                assert_eq!(ptx_geom(&ptx, "attn_fwd_mma3_bf16_d128"), Some([128, 104_448, 128]));
+            }
             if is_mma(name) {
                 assert!(
                     ptx.contains("mma.sync.aligned.m16n8k16"),
@@ -183,6 +209,21 @@ mod tests {
                 assert!(ptx.contains("ldmatrix.sync.aligned"), "no ldmatrix in {name}");
             }
         }
+    }
+
+    /// The three i32 of `<entry>_geom` as NVRTC writes their initializer in the PTX (12 bytes,
+    /// little-endian: `.const .align 4 .b8 NAME_geom[12] = {b0, b1, ...};`, trailing zeros may be
+    /// left out).
+    fn ptx_geom(ptx: &str, entry: &str) -> Option<[i32; 3]> {
+        let key = format!(" {entry}_geom[12] = {{");
+        let start = ptx.find(&key)? + key.len();
+        let body = &ptx[start..start + ptx[start..].find('}')?];
+        let mut bytes = [0u8; 12];
+        for (i, b) in body.split(',').enumerate() {
+            *bytes.get_mut(i)? = b.trim().parse().ok()?;
+        }
+        let word = |i: usize| i32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
+        Some([word(0), word(1), word(2)])
     }
 
     /// A single-variant compile holds exactly that variant's entry points.

@@ -2,9 +2,12 @@
 //! burn-cuda (the fused CUDA kernels), on the GPU machine.
 //!
 //! ```text
-//! gpu-attention check                 # forward + autodiff backward (f32/bf16/f16) vs float64
-//! gpu-attention bench [--iters 20] [--reference] [--no-simple-bwd]   # issue 6's shapes, one JSON line each
+//! gpu-attention check [--quick]       # forward + autodiff backward (f32/bf16/f16) vs float64
+//! gpu-attention bench [--iters 20] [--reference] [--no-simple-bwd] [--quick]   # issue 6's shapes, one JSON line each
 //! ```
+//! `--quick` (for sweeps over kernel variants, e.g. sources loaded with
+//! `RESEARCH_ATTENTION_SOURCES`): `check` runs only the 16-bit default forward and the 16-bit
+//! default and `grouped` backward, `bench` only the default prefill forward and forward+backward.
 //! `check` draws fresh uniform inputs on the device, reads back exactly what the kernels saw, and
 //! compares with a float64 host reference (softmax over each row's visible keys, GQA by
 //! `h / (heads / kv_heads)`): the error is `max |got - want| / max |want|` per tensor, bounded by
@@ -496,7 +499,7 @@ mod imp {
         }
     }
 
-    fn check() -> bool {
+    fn check(quick: bool) -> bool {
         let dev: Dev = Default::default();
         let mut rng = Lcg(11);
         let mut ok = true;
@@ -506,13 +509,18 @@ mod imp {
         // FlashAttention-2-layout one at every query count (`mma2` / `mma3`, asserted to run where a
         // tensor-core forward applies), and the scalar kernel everywhere.
         let variants = |dtype: DType| -> &'static [&'static str] {
-            if dtype == DType::F32 {
+            if dtype == DType::F32 || quick {
                 &["default"]
             } else {
                 &["default", "mma", "mma1", "mma2", "mma3", "simple"]
             }
         };
-        for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let dtypes: &[DType] = if quick {
+            &[DType::BF16, DType::F16]
+        } else {
+            &[DType::F32, DType::BF16, DType::F16]
+        };
+        for &dtype in dtypes {
             for &variant in variants(dtype) {
                 set_variant(variant);
                 for c in forward_cases() {
@@ -545,7 +553,7 @@ mod imp {
         }
         // The decode kernel: on by default for 16-bit head dims 64/128 with at most 16 query rows
         // per (batch, kv head), off with `nodecode` (the scalar split-K kernel then).
-        for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for &dtype in if quick { &[][..] } else { dtypes } {
             let decode_variants: &[&str] = if dtype == DType::F32 {
                 &["default"]
             } else {
@@ -592,11 +600,13 @@ mod imp {
         let bwd_variants = |dtype: DType| -> &'static [&'static str] {
             if dtype == DType::F32 {
                 &["simple"]
+            } else if quick {
+                &["mma", "grouped"]
             } else {
                 &["mma", "grouped", "separate", "mma2", "mma3", "simple"]
             }
         };
-        for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for &dtype in dtypes {
             for &bwd in bwd_variants(dtype) {
                 if (bwd == "simple" || bwd == "grouped") && dtype != DType::F32 {
                     std::env::set_var("RESEARCH_ATTENTION_BWD", bwd);
@@ -698,7 +708,7 @@ mod imp {
         t.elapsed().as_secs_f64() / iters as f64
     }
 
-    fn bench(iters: usize, with_reference: bool, simple_bwd: bool) {
+    fn bench(iters: usize, with_reference: bool, simple_bwd: bool, quick: bool) {
         let dev: Dev = Default::default();
         let dtype = DType::BF16;
         let (h, kvh, d) = (28usize, 4usize, 128usize);
@@ -710,15 +720,6 @@ mod imp {
             let tf = time(iters, &dev, || {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
-            set_variant("mma2");
-            let tf2 = time(iters, &dev, || {
-                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
-            });
-            set_variant("mma3");
-            let tf3 = time(iters, &dev, || {
-                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
-            });
-            set_variant("default");
             let fwdbwd = |iters: usize| {
                 time(iters, &dev, || {
                     let qa = Tensor::<Ad, 4>::from_inner(q.clone()).require_grad();
@@ -730,6 +731,25 @@ mod imp {
                 })
             };
             let tfb = fwdbwd(iters);
+            if quick {
+                println!(
+                    "{{\"impl\":\"research-fused\",\"case\":\"prefill\",\"batch\":{b},\"seq\":{s},\"heads\":{h},\"kv_heads\":{kvh},\"d\":{d},\"dtype\":\"bf16\",\"causal\":true,\"fwd_us\":{:.1},\"fwd_tflops\":{:.2},\"fwdbwd_us\":{:.1},\"fwdbwd_tflops\":{:.2}}}",
+                    tf * 1e6,
+                    flops / tf / 1e12,
+                    tfb * 1e6,
+                    3.5 * flops / tfb / 1e12
+                );
+                continue;
+            }
+            set_variant("mma2");
+            let tf2 = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+            });
+            set_variant("mma3");
+            let tf3 = time(iters, &dev, || {
+                let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
+            });
+            set_variant("default");
             // The dK/dV kernel with the GQA reduction in registers (one block per KV head).
             std::env::set_var("RESEARCH_ATTENTION_BWD", "grouped");
             let tfb_grouped = fwdbwd(iters);
@@ -784,7 +804,8 @@ mod imp {
             }
             println!("{line}}}");
         }
-        for (b, s) in [(64usize, 2048usize), (256, 4096)] {
+        let decode_shapes: &[(usize, usize)] = if quick { &[] } else { &[(64, 2048), (256, 4096)] };
+        for &(b, s) in decode_shapes {
             let q = rand([b, h, 1, d], 1.0, dtype, &dev);
             let k = rand([b, kvh, s, d], 1.0, dtype, &dev);
             let v = rand([b, kvh, s, d], 1.0, dtype, &dev);
@@ -813,7 +834,7 @@ mod imp {
         let args: Vec<String> = std::env::args().skip(1).collect();
         match args.first().map(String::as_str) {
             Some("check") => {
-                let ok = check();
+                let ok = check(args.iter().any(|a| a == "--quick"));
                 let (launched, failed) = fused_counts();
                 println!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
                 println!("per kernel: {}", counts_label(&fused_kernel_counts()));
@@ -832,6 +853,7 @@ mod imp {
                     iters,
                     args.iter().any(|a| a == "--reference"),
                     !args.iter().any(|a| a == "--no-simple-bwd"),
+                    args.iter().any(|a| a == "--quick"),
                 );
                 let (launched, failed) = fused_counts();
                 eprintln!("fused attention kernels launched: {launched}, fell back after trying: {failed}");
@@ -839,7 +861,7 @@ mod imp {
             }
             _ => {
                 eprintln!(
-                    "usage: gpu-attention check | gpu-attention bench [--iters N] [--reference] [--no-simple-bwd]"
+                    "usage: gpu-attention check [--quick] | gpu-attention bench [--iters N] [--reference] [--no-simple-bwd] [--quick]"
                 );
                 std::process::exit(2);
             }
