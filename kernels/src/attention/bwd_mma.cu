@@ -2,8 +2,9 @@
 // forward's saved log-sum-exp (natural log; used here as lse·log2e). delta = rowsum(dO ⊙ O) comes
 // from `attn_bwd_pre_*` (bwd.cu), launched first:
 //
-//   attn_bwd_mma_dkdv: grid (ceil(S / 64), KVH, B), 4 warps; warp w owns keys j0+16w..j0+16w+15 of
-//     the block's 64-key tile (K, V in shared memory for the whole block). The block walks every
+//   attn_bwd_mma_dkdv: grid (ceil(S / BWD_BN), KVH, B), BWD_WARPS warps (4: BWD_BN = 64 keys);
+//     warp w owns keys j0+16w..j0+16w+15 of the block's key tile (K, V in shared memory for the
+//     whole block). The block walks every
 //     query head of the GQA group and every BQ-query tile that can see the key tile (Q, dO, lse,
 //     delta double-buffered with cp.async), computing in the transposed, key-major form so that
 //     no product needs a shared-memory transpose:
@@ -16,8 +17,9 @@
 //     once (dK scaled by the softmax scale). Dynamic shared memory: `BwdMma<D>::SMEM` bytes,
 //     declared to the host with KERNEL_GEOM (the kernel traps if given less).
 //     Fused dQ (the default; p.part_ml = an f32 [B, H, T, D] accumulator zeroed by attn_bwd_pre):
-//     each step also stores its dSᵀ tile (64 keys x BQ queries, bf16) in shared memory and, after a
-//     barrier, warp w adds dS K over the block's 64 keys for dQ columns w·D/4.. of the step's rows
+//     each step also stores its dSᵀ tile (BWD_BN keys x BQ queries, bf16) in shared memory and,
+//     after a barrier, each warp adds dS K over the block's keys for a quarter of the dQ columns
+//     (and, with 8 warps, half of the step's rows)
 //     (`bwd_mma_dq_step`, red.global.add.v2.f32); attn_bwd_mma_dq_convert then writes dQ = scale ·
 //     accumulator. This drops the recomputation of S and dP that the separate kernel below needs.
 //   attn_bwd_mma_dq (RESEARCH_ATTENTION_DQ=separate): grid (ceil(T / 64), H, B), 4 warps of 16
@@ -32,15 +34,25 @@
 // tensor-core forward (every batch/head/row stride of Q, K, V, dO a multiple of 8 elements,
 // 16-byte aligned base pointers); dQ/dK/dV are written contiguous.
 
-#define BWD_BN 64
+// Warps of the dK/dV kernel (each owns 16 keys of the block's BWD_BN) and queries per step at
+// d 128; overridable when compiling a variant (e.g. -DBWD_WARPS=8 in a copy loaded through
+// RESEARCH_ATTENTION_SOURCES: the launch geometry follows from KERNEL_GEOM below).
+#ifndef BWD_WARPS
+#define BWD_WARPS 4
+#endif
+#ifndef BWD_BQ128
+#define BWD_BQ128 32
+#endif
+#define BWD_THREADS (32 * BWD_WARPS)
+#define BWD_BN (16 * BWD_WARPS)
 
 template <int D>
 struct BwdMma {
     static constexpr int LDS = D + 8;
-    static constexpr int BQ = D == 128 ? 32 : 64;
+    static constexpr int BQ = D == 128 ? BWD_BQ128 : 64;
     static constexpr int KN = D == 128 ? 32 : 64;
     static constexpr int LDQ = BQ + 8;  // row of the dSᵀ tile (keys x queries), padded
-    // K, V [64][LDS]; Q, dO [2][BQ][LDS]; lse, delta [2][BQ] f32; dSᵀ [64][LDQ] (fused dQ).
+    // K, V [BWD_BN][LDS]; Q, dO [2][BQ][LDS]; lse, delta [2][BQ] f32; dSᵀ [BWD_BN][LDQ] (fused dQ).
     static constexpr int SMEM = (2 * BWD_BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4 + BWD_BN * LDQ * 2;
 };
 
@@ -49,20 +61,24 @@ __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(x), "f"(y) : "memory");
 }
 
-// Fused dQ of one dK/dV step: dQ[q, :] += Σ_keys dS[q, key] K[key, :] over the block's 64 keys for
-// the step's BQ query rows (`acc` at the step's first row; rows >= `rows` are skipped). Warp w
-// owns dQ columns w·D/4..(w+1)·D/4: A = dS from the dSᵀ tile `Ss` ([key][query], ldmatrix.trans),
-// B = K from `Ks` ([key][d], ldmatrix.trans); the f32 results are added with red.global.add.v2.
+// Fused dQ of one dK/dV step: dQ[q, :] += Σ_keys dS[q, key] K[key, :] over the block's BWD_BN keys
+// for the step's BQ query rows (`acc` at the step's first row; rows >= `rows` are skipped). Warp w
+// owns dQ columns (w % 4)·D/4..+D/4 of the step's m-tiles (w / 4)·MT/(warps/4)..: A = dS from the
+// dSᵀ tile `Ss` ([key][query], ldmatrix.trans), B = K from `Ks` ([key][d], ldmatrix.trans); the
+// f32 results are added with red.global.add.v2.
 template <int DT, int D>
 __device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16* Ss, const u16* Ks, int warp,
                                                 int lane) {
     constexpr int LDS = BwdMma<D>::LDS;
     constexpr int LDQ = BwdMma<D>::LDQ;
     constexpr int BQ = BwdMma<D>::BQ;
-    constexpr int MT = BQ / 16;      // m-tiles (queries)
-    constexpr int NP = D / 4 / 16;   // n-tile pairs (d columns) of the warp's slice
+    constexpr int WQ = BWD_WARPS / 4;     // warp groups along the queries
+    constexpr int MT = BQ / 16 / WQ;      // m-tiles (queries) of each warp
+    constexpr int NP = D / 4 / 16;        // n-tile pairs (d columns) of the warp's slice
+    static_assert(BWD_WARPS % 4 == 0 && (BQ / 16) % WQ == 0, "warps must split the step's m-tiles");
     const int g = lane >> 2, tig = lane & 3;
-    const int dc0 = warp * (D / 4);
+    const int dc0 = (warp & 3) * (D / 4);
+    const int mq0 = (warp >> 2) * MT * 16;  // the warp's first query row of the step
     float c[MT][2 * NP][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
@@ -75,7 +91,7 @@ __device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16*
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
             const int key = kk * 16 + (lane & 7) + ((lane >> 4) << 3);
-            const int q = m * 16 + ((lane >> 3) & 1) * 8;
+            const int q = mq0 + m * 16 + ((lane >> 3) & 1) * 8;
             ldmatrix_x4_trans(a[m][0], a[m][1], a[m][2], a[m][3], &Ss[key * LDQ + q]);
         }
 #pragma unroll
@@ -91,7 +107,7 @@ __device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16*
     }
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-        const int r0 = m * 16 + g, r1 = r0 + 8;
+        const int r0 = mq0 + m * 16 + g, r1 = r0 + 8;
 #pragma unroll
         for (int n = 0; n < 2 * NP; ++n) {
             const int col = dc0 + n * 8 + tig * 2;
@@ -114,13 +130,13 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
         if (dyn < (u32)BwdMma<D>::SMEM) __trap();
     }
-    u16* Ks = (u16*)bwd_smem;                   // [64][LDS]
-    u16* Vs = Ks + BWD_BN * LDS;                // [64][LDS]
+    u16* Ks = (u16*)bwd_smem;                   // [BWD_BN][LDS]
+    u16* Vs = Ks + BWD_BN * LDS;                // [BWD_BN][LDS]
     u16* Qs = Vs + BWD_BN * LDS;                // [2][BQ][LDS]
     u16* Ds = Qs + 2 * BQ * LDS;                // [2][BQ][LDS] dO
     float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse (natural log)
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
-    u16* Ss = (u16*)(Es + 2 * BQ);              // [64][LDQ] dSᵀ of the step (fused dQ)
+    u16* Ss = (u16*)(Es + 2 * BQ);              // [BWD_BN][LDQ] dSᵀ of the step (fused dQ)
 
     const i64 j0 = (i64)blockIdx.x * BWD_BN;
     const i64 b = blockIdx.z;
@@ -129,7 +145,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     // group by attn_bwd_mma_dkdv_reduce; otherwise one block per KV head walks its whole group.
     const bool split = p.part_o != nullptr;
     // Fused dQ (p.part_ml set: the f32 dQ accumulator [B, H, T, D], zeroed by attn_bwd_pre): each
-    // step also adds dS K over the block's 64 keys to the step's query rows with vector atomics,
+    // step also adds dS K over the block's keys to the step's query rows with vector atomics,
     // and attn_bwd_mma_dq_convert scales and casts it; otherwise attn_bwd_mma_dq recomputes S and dP
     // per query block.
     float* const dq_acc = p.part_ml;
@@ -158,16 +174,16 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     const i64 n = heads * nq;
     const float sl2 = p.scale * LOG2E;
 
-    load_rows<D, BWD_BN>(Ks, kp, p.k_ss, j0, p.S, tid);
-    load_rows<D, BWD_BN>(Vs, vp, p.v_ss, j0, p.S, tid);
+    load_rows<D, BWD_BN, BWD_THREADS>(Ks, kp, p.k_ss, j0, p.S, tid);
+    load_rows<D, BWD_BN, BWD_THREADS>(Vs, vp, p.v_ss, j0, p.S, tid);
     cp_async_commit();
 
     // Issues the loads of the step of query head h, queries t0..t0+BQ into buffer `buf`: Q and dO
     // rows, and the rows' lse (natural log; NEG_INF past T) and delta, all with cp.async so that no
     // thread waits on a global load here.
     auto issue = [&](i64 h, i64 t0, int buf) {
-        load_rows<D, BQ>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
-        load_rows<D, BQ>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
+        load_rows<D, BQ, BWD_THREADS>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
+        load_rows<D, BQ, BWD_THREADS>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
         if (tid < 2 * BQ) {
             const int r = tid < BQ ? tid : tid - BQ;
             const i64 t = t0 + r;
@@ -318,7 +334,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
             }
         }
         if (dq_acc) {
-            __syncthreads();  // the step's whole dSᵀ tile (64 keys) is in Ss
+            __syncthreads();  // the step's whole dSᵀ tile (BWD_BN keys) is in Ss
             bwd_mma_dq_step<DT, D>(dq_acc + ((b * p.H + h_first + ih) * p.T + t0) * D, p.T - t0, Ss, Ks, warp, lane);
         }
         __syncthreads();  // every warp is done with buffer `buf` (and Ss) before step i + 2 refills it
@@ -557,9 +573,9 @@ __device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
 }
 
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
-    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, 128, BwdMma<D>::SMEM, BWD_BN)                              \
+    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, BWD_THREADS, BwdMma<D>::SMEM, BWD_BN)                      \
     KERNEL_GEOM(attn_bwd_mma_dq_##NAME##_d##D, 128, 0, 64)                                                  \
-    extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
+    extern "C" __global__ void __launch_bounds__(BWD_THREADS, 8 / BWD_WARPS) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv<DT, D>(p);                                                                             \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dq_##NAME##_d##D(const Params p) {   \

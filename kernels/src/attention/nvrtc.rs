@@ -57,8 +57,20 @@ pub fn all_variants(name: &str) -> Vec<(&'static str, usize)> {
 
 /// The text of `file` (`common.cuh`, `mma.cuh` or `<module>.cu`): from `RESEARCH_ATTENTION_SOURCES`
 /// when that folder holds it, else `embedded`.
+/// A folder that does not exist is reported once on stderr (a mistyped or relative path would
+/// otherwise silently time the embedded kernels).
 fn text_of(file: &str, embedded: &'static str) -> std::borrow::Cow<'static, str> {
     if let Some(dir) = std::env::var_os("RESEARCH_ATTENTION_SOURCES") {
+        if !std::path::Path::new(&dir).is_dir() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "RESEARCH_ATTENTION_SOURCES={}: no such folder (from {}); using the embedded kernel sources",
+                    std::path::Path::new(&dir).display(),
+                    std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string())
+                )
+            });
+        }
         let path = std::path::Path::new(&dir).join(file);
         if let Ok(text) = std::fs::read_to_string(&path) {
             return text.into();
