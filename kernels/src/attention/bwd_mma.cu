@@ -2,7 +2,8 @@
 // forward's saved log-sum-exp (natural log; used here as lse·log2e). delta = rowsum(dO ⊙ O) comes
 // from `attn_bwd_pre_*` (bwd.cu), launched first:
 //
-//   attn_bwd_mma_dkdv: grid (ceil(S / BWD_BN), KVH, B), BWD_WARPS warps (4: BWD_BN = 64 keys);
+//   attn_bwd_mma_dkdv: grid (ceil(S / BN), KVH, B), WARPS warps of 16 keys (BwdMma: 8 at d 128,
+//     4 at d 64);
 //     warp w owns keys j0+16w..j0+16w+15 of the block's key tile (K, V in shared memory for the
 //     whole block). The block walks every
 //     query head of the GQA group and every BQ-query tile that can see the key tile (Q, dO, lse,
@@ -17,7 +18,7 @@
 //     once (dK scaled by the softmax scale). Dynamic shared memory: `BwdMma<D>::SMEM` bytes,
 //     declared to the host with KERNEL_GEOM (the kernel traps if given less).
 //     Fused dQ (the default; p.part_ml = an f32 [B, H, T, D] accumulator zeroed by attn_bwd_pre):
-//     each step also stores its dSᵀ tile (BWD_BN keys x BQ queries, bf16) in shared memory and,
+//     each step also stores its dSᵀ tile (BN keys x BQ queries, bf16) in shared memory and,
 //     after a barrier, each warp adds dS K over the block's keys for a quarter of the dQ columns
 //     (and, with 8 warps, half of the step's rows)
 //     (`bwd_mma_dq_step`, red.global.add.v2.f32); attn_bwd_mma_dq_convert then writes dQ = scale ·
@@ -28,32 +29,40 @@
 //       S = Q Kᵀ, dP = dO Vᵀ, P = exp2(S·scale·log2e − lse₂), dS = P ⊙ (dP − delta), dQ += dS K
 //     (B: K stored [k][n], ldmatrix.trans); dQ scaled and written once.
 //
-// BQ (queries per dK/dV step) and KN (keys per dQ step) are 32 for d 128 and 64 for d 64, which
-// keeps the f32 accumulators (dK + dV: 2·D/2 per thread; dQ: D/2) plus one tile of S and dP
-// under the register budget of two blocks per SM. Requirements checked by the host: those of the
+// BQ (queries per dK/dV step) is 64; KN (keys per dQ step) 32 for d 128 and 64 for d 64. The
+// f32 accumulators (dK + dV: 2·D/2 per thread; dQ: D/2) plus one tile of S and dP fit the 255
+// registers of 8 warps per SM (one 8-warp block at d 128, two 4-warp blocks at d 64). Requirements checked by the host: those of the
 // tensor-core forward (every batch/head/row stride of Q, K, V, dO a multiple of 8 elements,
 // 16-byte aligned base pointers); dQ/dK/dV are written contiguous.
 
-// Warps of the dK/dV kernel (each owns 16 keys of the block's BWD_BN) and queries per step at
-// d 128; overridable when compiling a variant (e.g. -DBWD_WARPS=8 in a copy loaded through
-// RESEARCH_ATTENTION_SOURCES: the launch geometry follows from KERNEL_GEOM below).
-#ifndef BWD_WARPS
-#define BWD_WARPS 4
+// Warps of the dK/dV kernel (each owns 16 keys of the block's BN) per head dim, and queries per
+// step at d 128; overridable when compiling a variant (a #define at the top of a copy loaded
+// through RESEARCH_ATTENTION_SOURCES: the launch geometry follows from KERNEL_GEOM below).
+// Run N (H200, 7B heads, d 128): 8 warps x 64 queries per step took forward+backward from
+// 146 / 206 / 222 TFLOP/s (4 warps x 32) to 151 / 222 / 242 at (16, 1024) / (4, 4096) / (2, 8192);
+// 4 warps x 64 gave 151 / 215 / 233, 8 warps x 32 141 / 202 / 219. Fewer barriers per step (the
+// dQ product deferred to the next step, three Q/dO buffers) changed nothing measurable.
+#ifndef BWD_WARPS128
+#define BWD_WARPS128 8
+#endif
+#ifndef BWD_WARPS64
+#define BWD_WARPS64 4
 #endif
 #ifndef BWD_BQ128
-#define BWD_BQ128 32
+#define BWD_BQ128 64
 #endif
-#define BWD_THREADS (32 * BWD_WARPS)
-#define BWD_BN (16 * BWD_WARPS)
 
 template <int D>
 struct BwdMma {
+    static constexpr int WARPS = D == 128 ? BWD_WARPS128 : BWD_WARPS64;
+    static constexpr int THREADS = 32 * WARPS;
+    static constexpr int BN = 16 * WARPS;  // keys per block
     static constexpr int LDS = D + 8;
     static constexpr int BQ = D == 128 ? BWD_BQ128 : 64;
     static constexpr int KN = D == 128 ? 32 : 64;
     static constexpr int LDQ = BQ + 8;  // row of the dSᵀ tile (keys x queries), padded
-    // K, V [BWD_BN][LDS]; Q, dO [2][BQ][LDS]; lse, delta [2][BQ] f32; dSᵀ [BWD_BN][LDQ] (fused dQ).
-    static constexpr int SMEM = (2 * BWD_BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4 + BWD_BN * LDQ * 2;
+    // K, V [BN][LDS]; Q, dO [2][BQ][LDS]; lse, delta [2][BQ] f32; dSᵀ [BN][LDQ] (fused dQ).
+    static constexpr int SMEM = (2 * BN * LDS + 4 * BQ * LDS) * 2 + 4 * BQ * 4 + BN * LDQ * 2;
 };
 
 // Vector atomic add of two adjacent floats (sm_90).
@@ -61,7 +70,7 @@ __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(x), "f"(y) : "memory");
 }
 
-// Fused dQ of one dK/dV step: dQ[q, :] += Σ_keys dS[q, key] K[key, :] over the block's BWD_BN keys
+// Fused dQ of one dK/dV step: dQ[q, :] += Σ_keys dS[q, key] K[key, :] over the block's BN keys
 // for the step's BQ query rows (`acc` at the step's first row; rows >= `rows` are skipped). Warp w
 // owns dQ columns (w % 4)·D/4..+D/4 of the step's m-tiles (w / 4)·MT/(warps/4)..: A = dS from the
 // dSᵀ tile `Ss` ([key][query], ldmatrix.trans), B = K from `Ks` ([key][d], ldmatrix.trans); the
@@ -72,10 +81,11 @@ __device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16*
     constexpr int LDS = BwdMma<D>::LDS;
     constexpr int LDQ = BwdMma<D>::LDQ;
     constexpr int BQ = BwdMma<D>::BQ;
-    constexpr int WQ = BWD_WARPS / 4;     // warp groups along the queries
+    constexpr int BN = BwdMma<D>::BN;
+    constexpr int WQ = BwdMma<D>::WARPS / 4;  // warp groups along the queries
     constexpr int MT = BQ / 16 / WQ;      // m-tiles (queries) of each warp
     constexpr int NP = D / 4 / 16;        // n-tile pairs (d columns) of the warp's slice
-    static_assert(BWD_WARPS % 4 == 0 && (BQ / 16) % WQ == 0, "warps must split the step's m-tiles");
+    static_assert(BwdMma<D>::WARPS % 4 == 0 && (BQ / 16) % WQ == 0, "warps must split the step's m-tiles");
     const int g = lane >> 2, tig = lane & 3;
     const int dc0 = (warp & 3) * (D / 4);
     const int mq0 = (warp >> 2) * MT * 16;  // the warp's first query row of the step
@@ -86,7 +96,7 @@ __device__ __forceinline__ void bwd_mma_dq_step(float* acc, i64 rows, const u16*
         for (int n = 0; n < 2 * NP; ++n) c[m][n][0] = c[m][n][1] = c[m][n][2] = c[m][n][3] = 0.f;
     }
 #pragma unroll
-    for (int kk = 0; kk < BWD_BN / 16; ++kk) {
+    for (int kk = 0; kk < BN / 16; ++kk) {
         u32 a[MT][4];
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
@@ -124,21 +134,23 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     constexpr int KS = D / 16;  // k-steps of Sᵀ and dPᵀ
     constexpr int NQ = BQ / 8;  // n-tiles (queries) of Sᵀ and dPᵀ
     constexpr int ND = D / 8;   // n-tiles of dK and dV
+    constexpr int BN = BwdMma<D>::BN;
+    constexpr int NT = BwdMma<D>::THREADS;
     extern __shared__ __align__(16) unsigned char bwd_smem[];
     {
         u32 dyn;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
         if (dyn < (u32)BwdMma<D>::SMEM) __trap();
     }
-    u16* Ks = (u16*)bwd_smem;                   // [BWD_BN][LDS]
-    u16* Vs = Ks + BWD_BN * LDS;                // [BWD_BN][LDS]
-    u16* Qs = Vs + BWD_BN * LDS;                // [2][BQ][LDS]
+    u16* Ks = (u16*)bwd_smem;                   // [BN][LDS]
+    u16* Vs = Ks + BN * LDS;                // [BN][LDS]
+    u16* Qs = Vs + BN * LDS;                // [2][BQ][LDS]
     u16* Ds = Qs + 2 * BQ * LDS;                // [2][BQ][LDS] dO
     float* Ls = (float*)(Ds + 2 * BQ * LDS);    // [2][BQ] lse (natural log)
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
-    u16* Ss = (u16*)(Es + 2 * BQ);              // [BWD_BN][LDQ] dSᵀ of the step (fused dQ)
+    u16* Ss = (u16*)(Es + 2 * BQ);              // [BN][LDQ] dSᵀ of the step (fused dQ)
 
-    const i64 j0 = (i64)blockIdx.x * BWD_BN;
+    const i64 j0 = (i64)blockIdx.x * BN;
     const i64 b = blockIdx.z;
     const i64 G = p.H / p.KVH;
     // Split-group mode (p.part_o set): one block per query head, f32 partials summed over the
@@ -174,16 +186,16 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     const i64 n = heads * nq;
     const float sl2 = p.scale * LOG2E;
 
-    load_rows<D, BWD_BN, BWD_THREADS>(Ks, kp, p.k_ss, j0, p.S, tid);
-    load_rows<D, BWD_BN, BWD_THREADS>(Vs, vp, p.v_ss, j0, p.S, tid);
+    load_rows<D, BN, NT>(Ks, kp, p.k_ss, j0, p.S, tid);
+    load_rows<D, BN, NT>(Vs, vp, p.v_ss, j0, p.S, tid);
     cp_async_commit();
 
     // Issues the loads of the step of query head h, queries t0..t0+BQ into buffer `buf`: Q and dO
     // rows, and the rows' lse (natural log; NEG_INF past T) and delta, all with cp.async so that no
     // thread waits on a global load here.
     auto issue = [&](i64 h, i64 t0, int buf) {
-        load_rows<D, BQ, BWD_THREADS>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
-        load_rows<D, BQ, BWD_THREADS>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
+        load_rows<D, BQ, NT>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
+        load_rows<D, BQ, NT>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
         if (tid < 2 * BQ) {
             const int r = tid < BQ ? tid : tid - BQ;
             const i64 t = t0 + r;
@@ -334,7 +346,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
             }
         }
         if (dq_acc) {
-            __syncthreads();  // the step's whole dSᵀ tile (BWD_BN keys) is in Ss
+            __syncthreads();  // the step's whole dSᵀ tile (BN keys) is in Ss
             bwd_mma_dq_step<DT, D>(dq_acc + ((b * p.H + h_first + ih) * p.T + t0) * D, p.T - t0, Ss, Ks, warp, lane);
         }
         __syncthreads();  // every warp is done with buffer `buf` (and Ss) before step i + 2 refills it
@@ -573,9 +585,9 @@ __device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
 }
 
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
-    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, BWD_THREADS, BwdMma<D>::SMEM, BWD_BN)                      \
+    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, BwdMma<D>::THREADS, BwdMma<D>::SMEM, BwdMma<D>::BN)        \
     KERNEL_GEOM(attn_bwd_mma_dq_##NAME##_d##D, 128, 0, 64)                                                  \
-    extern "C" __global__ void __launch_bounds__(BWD_THREADS, 8 / BWD_WARPS) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
+    extern "C" __global__ void __launch_bounds__(BwdMma<D>::THREADS, 8 / BwdMma<D>::WARPS) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
         bwd_mma_dkdv<DT, D>(p);                                                                             \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dq_##NAME##_d##D(const Params p) {   \
