@@ -135,7 +135,7 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     constexpr int NQ = BQ / 8;  // n-tiles (queries) of Sᵀ and dPᵀ
     constexpr int ND = D / 8;   // n-tiles of dK and dV
     constexpr int BN = BwdMma<D>::BN;
-    constexpr int NT = BwdMma<D>::THREADS;
+    constexpr int NTHR = BwdMma<D>::THREADS;
     extern __shared__ __align__(16) unsigned char bwd_smem[];
     {
         u32 dyn;
@@ -186,16 +186,16 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     const i64 n = heads * nq;
     const float sl2 = p.scale * LOG2E;
 
-    load_rows<D, BN, NT>(Ks, kp, p.k_ss, j0, p.S, tid);
-    load_rows<D, BN, NT>(Vs, vp, p.v_ss, j0, p.S, tid);
+    load_rows<D, BN, NTHR>(Ks, kp, p.k_ss, j0, p.S, tid);
+    load_rows<D, BN, NTHR>(Vs, vp, p.v_ss, j0, p.S, tid);
     cp_async_commit();
 
     // Issues the loads of the step of query head h, queries t0..t0+BQ into buffer `buf`: Q and dO
     // rows, and the rows' lse (natural log; NEG_INF past T) and delta, all with cp.async so that no
     // thread waits on a global load here.
     auto issue = [&](i64 h, i64 t0, int buf) {
-        load_rows<D, BQ, NT>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
-        load_rows<D, BQ, NT>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
+        load_rows<D, BQ, NTHR>(Qs + buf * BQ * LDS, qbase + h * p.q_sh, p.q_st, t0, p.T, tid);
+        load_rows<D, BQ, NTHR>(Ds + buf * BQ * LDS, dobase + h * p.do_sh, p.do_st, t0, p.T, tid);
         if (tid < 2 * BQ) {
             const int r = tid < BQ ? tid : tid - BQ;
             const i64 t = t0 + r;

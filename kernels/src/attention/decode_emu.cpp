@@ -57,6 +57,7 @@ static Dim3 threadIdx, blockIdx, gridDim, blockDim = {128, 1, 1};
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) alignas(n)
+#define KERNEL_GEOM(...)  // the launch geometry the host reads (common.cuh); the emulator sets its own
 static void __trap() {
     std::fprintf(stderr, "__trap\n");
     std::abort();
