@@ -150,8 +150,9 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     float* Es = Ls + 2 * BQ;                    // [2][BQ] delta
     u16* Ss = (u16*)(Es + 2 * BQ);              // [BN][LDQ] dSᵀ of the step (fused dQ)
 
-    const i64 j0 = (i64)blockIdx.x * BN;
-    const i64 b = blockIdx.z;
+    const BlockXYZ blk = block_xyz();  // x: key block (early ones see the most queries when causal)
+    const i64 j0 = blk.x * BN;
+    const i64 b = blk.z;
     const i64 G = p.H / p.KVH;
     // Split-group mode (p.part_o set): one block per query head, f32 partials summed over the
     // group by attn_bwd_mma_dkdv_reduce; otherwise one block per KV head walks its whole group.
@@ -161,8 +162,8 @@ __device__ __forceinline__ void bwd_mma_dkdv(const Params& p) {
     // and attn_bwd_mma_dq_convert scales and casts it; otherwise attn_bwd_mma_dq recomputes S and dP
     // per query block.
     float* const dq_acc = p.part_ml;
-    const i64 kvh = split ? blockIdx.y / G : blockIdx.y;
-    const i64 h_first = split ? blockIdx.y : kvh * G;
+    const i64 kvh = split ? blk.y / G : blk.y;
+    const i64 h_first = split ? blk.y : kvh * G;
     const i64 heads = split ? 1 : G;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;

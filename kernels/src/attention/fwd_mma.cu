@@ -180,9 +180,10 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
     constexpr int DT8 = D / 8;      // n-tiles of O
     constexpr int TILE = MMA_BN * (D + MMA_PAD);
 
-    // Heavy (late, causal) query blocks first.
-    const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
-    const i64 h = blockIdx.y, b = blockIdx.z;
+    // Heavy (late, causal) query blocks first, over the whole grid (block_xyz).
+    const BlockXYZ blk = block_xyz();
+    const i64 mb = (i64)gridDim.x - 1 - blk.x;
+    const i64 h = blk.y, b = blk.z;
     const i64 kvh = h / (p.H / p.KVH);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;
@@ -420,9 +421,10 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
     u16* Vs = Ks + 2 * TILE;    // [2][MMA_BN][LDS]
     u16* Qs = Vs + 2 * TILE;    // [MMA3_BM][LDS] (QSMEM only)
 
-    // Heavy (late, causal) query blocks first.
-    const i64 mb = (i64)gridDim.x - 1 - blockIdx.x;
-    const i64 h = blockIdx.y, b = blockIdx.z;
+    // Heavy (late, causal) query blocks first, over the whole grid (block_xyz).
+    const BlockXYZ blk = block_xyz();
+    const i64 mb = (i64)gridDim.x - 1 - blk.x;
+    const i64 h = blk.y, b = blk.z;
     const i64 kvh = h / (p.H / p.KVH);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;
