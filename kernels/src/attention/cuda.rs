@@ -20,9 +20,10 @@
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
 //!   rowsum(dO ⊙ O), and zeroing the f32 dQ accumulator), then for bf16/f16 with head dim 64/128
-//!   and the forward's alignment rules the tensor-core `attn_bwd_mma_dkdv_*` (`bwd_mma.cu`: dK/dV
-//!   per query head then `attn_bwd_mma_dkdv_reduce_*` over the GQA group, or reduced in registers
-//!   with `RESEARCH_ATTENTION_BWD=grouped`; dQ added per step with f32 vector atomics, then
+//!   and the forward's alignment rules the tensor-core `attn_bwd_mma_dkdv_*` (`bwd_mma.cu`: one
+//!   block per KV head reducing the GQA group in registers, or, when that grid is small
+//!   (`bwd_splits_group`), dK/dV per query head then `attn_bwd_mma_dkdv_reduce_*` over the group;
+//!   `RESEARCH_ATTENTION_BWD=grouped|split` forces either; dQ added per step with f32 vector atomics, then
 //!   `attn_bwd_mma_dq_convert_*`; `RESEARCH_ATTENTION_DQ=separate` runs `attn_bwd_mma_dq_*`
 //!   instead, which recomputes S and dP), otherwise the scalar `attn_bwd_dkdv_*` and
 //!   `attn_bwd_dq_*` (`bwd.cu`).
@@ -176,12 +177,9 @@ fn bwd_simple_forced() -> bool {
 }
 
 /// Whether the tensor-core dK/dV kernel runs one block per query head (f32 partials, then
-/// `attn_bwd_mma_dkdv_reduce` sums each GQA group in head order) instead of one block per KV
-/// head walking its whole group: `G`× the blocks, which a causal 0.5B-shape step needs to fill
-/// the GPU (one block per KV head gave 128 blocks at 2 × 2048). On whenever the group has more
-/// than one head; `RESEARCH_ATTENTION_BWD=grouped` keeps the register reduction (comparisons).
+/// `attn_bwd_mma_dkdv_reduce`) instead of one block per KV head: [`super::bwd_splits_group`].
 fn bwd_split_group(g: &Geometry) -> bool {
-    g.h > g.kvh && !std::env::var("RESEARCH_ATTENTION_BWD").is_ok_and(|v| v == "grouped")
+    super::fused::bwd_splits_group(g.b, g.h, g.kvh, g.s)
 }
 
 /// Queries from which the forward takes `attn_fwd_mma3_*` (one of its 128-row blocks; below that

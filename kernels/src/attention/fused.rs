@@ -29,6 +29,30 @@ pub fn fused_requested() -> bool {
     std::env::var("RESEARCH_ATTENTION").is_ok_and(|v| v == "fused")
 }
 
+/// Key rows (batch × kv heads × keys) from which the tensor-core dK/dV kernel keeps a GQA group in
+/// one block per KV head (dK/dV reduced over the group in registers). Run N (H200, 8-warp
+/// blocks of 128 keys at d 128): at 65,536 (the 7B shapes of issue 6) that was 1–8 % faster than
+/// one block per query head plus the reduction; at 32,768 (the 0.5B training step, d 64) the two
+/// tied; run K measured 8,192 (0.5B, 2 × 2,048), where one block per KV head left the GPU idle.
+pub const BWD_GROUPED_MIN_KEY_ROWS: usize = 32_768;
+
+/// Whether the tensor-core backward splits a GQA group over one dK/dV block per query head (f32
+/// partials summed in head order by `attn_bwd_mma_dkdv_reduce`) rather than one block per KV head
+/// walking its group: when the group has more than one head and the KV-head grid would be small
+/// (below [`BWD_GROUPED_MIN_KEY_ROWS`] key rows). `RESEARCH_ATTENTION_BWD=grouped` / `=split`
+/// force either (comparisons).
+pub fn bwd_splits_group(batch: usize, heads: usize, kv_heads: usize, keys: usize) -> bool {
+    match std::env::var("RESEARCH_ATTENTION_BWD").as_deref() {
+        Ok("grouped") => false,
+        Ok("split") => heads > kv_heads,
+        _ => splits_group_by_size(batch, heads, kv_heads, keys),
+    }
+}
+
+fn splits_group_by_size(batch: usize, heads: usize, kv_heads: usize, keys: usize) -> bool {
+    heads > kv_heads && batch * kv_heads * keys < BWD_GROUPED_MIN_KEY_ROWS
+}
+
 /// Exclusive end of the keys query `t` (of `queries`) may see in a sequence with `seq_keys`
 /// visible keys: all of them without `causal`; with `causal`, keys `0..=offset + t` where the
 /// offset is `q_offset`, or `seq_keys - queries` when per-sequence key lengths are given (the
@@ -233,6 +257,20 @@ pub(crate) fn decode_splits(pairs: usize, s: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The GQA split policy by size: the issue's 7B shapes (28 q / 4 kv heads) stay grouped, the
+    /// 0.5B training step (14 / 2, batch 8 × 2,048) too, a short 0.5B batch (2 × 2,048) splits,
+    /// and a group of one head (MHA) never splits.
+    #[test]
+    fn gqa_groups_split_only_when_the_kv_head_grid_is_small() {
+        for (b, s) in [(16, 1024), (4, 4096), (2, 8192)] {
+            assert!(!splits_group_by_size(b, 28, 4, s), "7B heads at ({b}, {s})");
+        }
+        assert!(!splits_group_by_size(8, 14, 2, 2048));
+        assert!(splits_group_by_size(2, 14, 2, 2048));
+        assert!(splits_group_by_size(1, 28, 4, 4096));
+        assert!(!splits_group_by_size(1, 4, 4, 16));
+    }
     use burn::backend::NdArray;
     use burn::tensor::TensorData;
 

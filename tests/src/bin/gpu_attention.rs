@@ -7,7 +7,7 @@
 //! ```
 //! `--quick` (for sweeps over kernel variants, e.g. sources loaded with
 //! `RESEARCH_ATTENTION_SOURCES`): `check` runs only the 16-bit default forward and the 16-bit
-//! default and `grouped` backward, `bench` only the default prefill forward and forward+backward.
+//! default, `grouped` and `split` backward, `bench` only the default prefill forward and forward+backward.
 //! `check` draws fresh uniform inputs on the device, reads back exactly what the kernels saw, and
 //! compares with a float64 host reference (softmax over each row's visible keys, GQA by
 //! `h / (heads / kv_heads)`): the error is `max |got - want| / max |want|` per tensor, bounded by
@@ -24,8 +24,10 @@
 //! (16-bit, head dim 64/128, at least 16 queries); `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA, dQ added
-//! inside the dK/dV kernel with f32 atomics then converted; `[grouped]`:
-//! `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers; `[separate]`:
+//! inside the dK/dV kernel with f32 atomics then converted, the GQA group split over one dK/dV
+//! block per query head plus the reduction when the KV-head grid is small (`bwd_splits_group`);
+//! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
+//! `[split]`: `RESEARCH_ATTENTION_BWD=split`, one block per query head whenever GQA; `[separate]`:
 //! `RESEARCH_ATTENTION_DQ=separate`, the separate dQ kernel;
 //! `[mma2]` / `[mma3]`: the tensor-core backward from the `fwd_mma2` / `fwd_mma3` forward's output
 //! and log-sum-exp at every query count;
@@ -37,8 +39,9 @@
 //! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
 //! `mma2` and `mma3` kernels forced) and forward+backward (with the tensor-core backward, `fwdbwd_separate_*` with
-//! the separate dQ kernel, `fwdbwd_grouped_*` with its
-//! in-register GQA reduction, and `fwdbwd_simple_*` with
+//! the separate dQ kernel, `fwdbwd_split_*` with one dK/dV block per query head plus the
+//! group reduction (`RESEARCH_ATTENTION_BWD=split`; these shapes are grouped by default), and
+//! `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
 //! cache: `research-fused` on the default route, `research-fused-scalar` with `nodecode`, each
 //! line naming the kernels that ran); `--reference` adds the reference path's forward time.
@@ -62,7 +65,8 @@ mod imp {
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
     use research::kernels::attention::{
-        fused_attention, fused_counts, fused_kernel_counts, fused_reference, key_end, AttentionBias, MASKED,
+        bwd_splits_group, fused_attention, fused_counts, fused_kernel_counts, fused_reference, key_end, AttentionBias,
+        MASKED,
     };
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
@@ -601,14 +605,14 @@ mod imp {
             if dtype == DType::F32 {
                 &["simple"]
             } else if quick {
-                &["mma", "grouped"]
+                &["mma", "grouped", "split"]
             } else {
-                &["mma", "grouped", "separate", "mma2", "mma3", "simple"]
+                &["mma", "grouped", "split", "separate", "mma2", "mma3", "simple"]
             }
         };
         for &dtype in dtypes {
             for &bwd in bwd_variants(dtype) {
-                if (bwd == "simple" || bwd == "grouped") && dtype != DType::F32 {
+                if ["simple", "grouped", "split"].contains(&bwd) && dtype != DType::F32 {
                     std::env::set_var("RESEARCH_ATTENTION_BWD", bwd);
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_BWD");
@@ -661,7 +665,8 @@ mod imp {
                     // dK/dV kernel then converted (default), or the separate dQ kernel
                     // (`separate`).
                     let want_mma = bwd != "simple" && (c.d == 64 || c.d == 128);
-                    let want_reduce = want_mma && bwd != "grouped" && c.h > c.kvh;
+                    // (The variant's RESEARCH_ATTENTION_BWD is set: `grouped` / `split` force the choice.)
+                    let want_reduce = want_mma && bwd_splits_group(c.b, c.h, c.kvh, c.s);
                     let want_fused = bwd != "separate";
                     let forced_fwd = bwd == "mma2" || bwd == "mma3";
                     let fwd_ok = !(forced_fwd && want_mma && c.t >= 16) || ran(&format!("fwd_{bwd}"));
@@ -750,9 +755,10 @@ mod imp {
                 let _ = fused_attention(q.clone(), k.clone(), v.clone(), true, 0, None, None);
             });
             set_variant("default");
-            // The dK/dV kernel with the GQA reduction in registers (one block per KV head).
-            std::env::set_var("RESEARCH_ATTENTION_BWD", "grouped");
-            let tfb_grouped = fwdbwd(iters);
+            // The dK/dV kernel split per query head, then the group reduction (these shapes
+            // default to one block per KV head, reducing in registers).
+            std::env::set_var("RESEARCH_ATTENTION_BWD", "split");
+            let tfb_split = fwdbwd(iters);
             std::env::remove_var("RESEARCH_ATTENTION_BWD");
             // The separate dQ kernel (recomputes S and dP) instead of the fused dQ.
             std::env::set_var("RESEARCH_ATTENTION_DQ", "separate");
@@ -780,9 +786,9 @@ mod imp {
                 flops / tf3 / 1e12
             );
             line += &format!(
-                ",\"fwdbwd_grouped_us\":{:.1},\"fwdbwd_grouped_tflops\":{:.2}",
-                tfb_grouped * 1e6,
-                3.5 * flops / tfb_grouped / 1e12
+                ",\"fwdbwd_split_us\":{:.1},\"fwdbwd_split_tflops\":{:.2}",
+                tfb_split * 1e6,
+                3.5 * flops / tfb_split / 1e12
             );
             line += &format!(
                 ",\"fwdbwd_separate_us\":{:.1},\"fwdbwd_separate_tflops\":{:.2}",
