@@ -2,11 +2,10 @@
 // forward's saved log-sum-exp (natural log; used here as lse·log2e). delta = rowsum(dO ⊙ O) comes
 // from `attn_bwd_pre_*` (bwd.cu), launched first:
 //
-//   attn_bwd_mma_dkdv: grid (ceil(S / BN), KVH, B), WARPS warps of 16 keys (BwdMma: 8 at d 128,
-//     4 at d 64);
-//     warp w owns keys j0+16w..j0+16w+15 of the block's key tile (K, V in shared memory for the
-//     whole block). The block walks every
-//     query head of the GQA group and every BQ-query tile that can see the key tile (Q, dO, lse,
+//   attn_bwd_mma_dkdv: grid (ceil(S / BN), KVH, B), WARPS warps (BwdMma: 8 at d 128, 4 at d 64);
+//     warp w owns keys j0+16w..j0+16w+15 of the block's BN-key tile (K, V in shared memory for
+//     the whole block). The block walks every query head of the GQA group (or, split per query
+//     head, its one head) and every BQ-query tile that can see the key tile (Q, dO, lse,
 //     delta double-buffered with cp.async), computing in the transposed, key-major form so that
 //     no product needs a shared-memory transpose:
 //       Sᵀ  = K Qᵀ        (A: K rows via ldmatrix, B: Q stored [query][d] = [n][k])
@@ -20,8 +19,8 @@
 //     Fused dQ (the default; p.part_ml = an f32 [B, H, T, D] accumulator zeroed by attn_bwd_pre):
 //     each step also stores its dSᵀ tile (BN keys x BQ queries, bf16) in shared memory and,
 //     after a barrier, each warp adds dS K over the block's keys for a quarter of the dQ columns
-//     (and, with 8 warps, half of the step's rows)
-//     (`bwd_mma_dq_step`, red.global.add.v2.f32); attn_bwd_mma_dq_convert then writes dQ = scale ·
+//     (with 8 warps, of half of the step's rows) (`bwd_mma_dq_step`, red.global.add.v2.f32);
+//     attn_bwd_mma_dq_convert then writes dQ = scale ·
 //     accumulator. This drops the recomputation of S and dP that the separate kernel below needs.
 //   attn_bwd_mma_dq (RESEARCH_ATTENTION_DQ=separate): grid (ceil(T / 64), H, B), 4 warps of 16
 //     query rows (as the forward); Q and dO
@@ -31,9 +30,10 @@
 //
 // BQ (queries per dK/dV step) is 64; KN (keys per dQ step) 32 for d 128 and 64 for d 64. The
 // f32 accumulators (dK + dV: 2·D/2 per thread; dQ: D/2) plus one tile of S and dP fit the 255
-// registers of 8 warps per SM (one 8-warp block at d 128, two 4-warp blocks at d 64). Requirements checked by the host: those of the
-// tensor-core forward (every batch/head/row stride of Q, K, V, dO a multiple of 8 elements,
-// 16-byte aligned base pointers); dQ/dK/dV are written contiguous.
+// registers of 8 warps per SM (one 8-warp block at d 128, two 4-warp blocks at d 64).
+// Requirements checked by the host: those of the tensor-core forward (every batch/head/row stride
+// of Q, K, V, dO a multiple of 8 elements, 16-byte aligned base pointers); dQ/dK/dV are written
+// contiguous.
 
 // Warps of the dK/dV kernel (each owns 16 keys of the block's BN) per head dim, and queries per
 // step at d 128; overridable when compiling a variant (a #define at the top of a copy loaded
