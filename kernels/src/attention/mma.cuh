@@ -134,13 +134,14 @@ __device__ __forceinline__ void acc_to_a(u32* a, const float* c0, const float* c
 
 // Issues 16-byte cp.async copies of rows r0..r0+ROWS (D elements each, row stride `stride`) into
 // a shared array with leading dimension D + 8; rows at or past `limit` are zero-filled with
-// ordinary stores. Not committed. THREADS threads (128 unless given): thread t copies the 16 bytes at
-// column (t % (D / 8)) * 8 of rows t / (D / 8) + k * (THREADS / (D / 8)), fully unrolled, with one bound
-// test per call when the whole range is in bounds (every tile but a sequence's last).
+// ordinary stores. Not committed. THREADS threads (128 unless given): thread t copies the 16
+// bytes at column (t % (D / 8)) * 8 of rows t / (D / 8) + k * (THREADS / (D / 8)), fully
+// unrolled, with one bound test per call when the whole range is in bounds (every tile but a
+// sequence's last).
 template <int D, int ROWS, int THREADS = 128>
 __device__ __forceinline__ void load_rows(u16* dst, const u16* src, i64 stride, i64 r0, i64 limit, int tid) {
     constexpr int LDS = D + 8;
-    constexpr int CPR = D / 8;     // 16-byte chunks per row
+    constexpr int CPR = D / 8;          // 16-byte chunks per row
     constexpr int RPP = THREADS / CPR;  // rows per pass of the block
     constexpr int PASSES = ROWS / RPP;
     static_assert(ROWS % RPP == 0, "ROWS must be a multiple of the rows one pass covers");
