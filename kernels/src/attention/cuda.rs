@@ -462,6 +462,8 @@ enum Work {
     /// while the reference path can still run.
     Forward {
         mma: Option<Launch>,
+        /// Taken instead of `mma` on a compute capability 9.0 device (`attn_fwd_wg_*`, wgmma).
+        hopper: Option<Launch>,
         decode: Option<DecodeLaunch>,
         simple: Vec<Launch>,
         preload_bwd: Vec<Launch>,
@@ -623,6 +625,13 @@ fn forward(
         _ if mma3_fits && g.t >= MMA3_MIN_T => "fwd_mma3",
         _ => "fwd_mma2",
     };
+    // On Hopper (decided on the device thread: `Work::Forward::hopper`) the wgmma forward takes
+    // what `fwd_mma3` would, unless another kernel is forced; `wg` forces it from 16 queries.
+    let wg = match choice.as_deref() {
+        Some("wg") => mma3_fits,
+        Some("mma1" | "mma" | "mma2" | "mma3") => false,
+        _ => kind == "fwd_mma3",
+    };
     let simple_forced = choice.as_deref() == Some("simple");
     let mma = (g.dtype != DType::F32 && (d == 64 || d == 128) && g.t >= 16 && strides_ok && !simple_forced)
         .then(|| -> Result<Launch, Fail> {
@@ -637,6 +646,14 @@ fn forward(
             })
         })
         .transpose()?;
+    let hopper = match &mma {
+        Some(m) if wg => Some(Launch {
+            module: "fwd_wg",
+            entry: format!("attn_fwd_wg_{dt}_d{d}"),
+            ..m.clone()
+        }),
+        _ => None,
+    };
     // Decode: the whole GQA group's query rows of one (batch, kv head) in one mma tile.
     let decode = (g.dtype != DType::F32
         && (d == 64 || d == 128)
@@ -644,7 +661,7 @@ fn forward(
         && strides_ok
         && choice
             .as_deref()
-            .is_none_or(|c| !["simple", "mma", "mma1", "mma2", "mma3", "nodecode"].contains(&c)))
+            .is_none_or(|c| !["simple", "mma", "mma1", "mma2", "mma3", "wg", "nodecode"].contains(&c)))
     .then(|| -> Result<DecodeLaunch, Fail> {
         let (splits, split_len) = decode_splits(g.b * g.kvh, g.s);
         let mut launches = vec![Launch {
@@ -743,6 +760,7 @@ fn forward(
         buffers,
         work: Work::Forward {
             mma,
+            hopper,
             decode,
             simple,
             preload_bwd,
@@ -955,12 +973,19 @@ impl KState {
             return m.clone();
         }
         let (major, minor) = self.arch(device)?;
+        // 9.0 compiles for `sm_90a`, the architecture-specific target that has wgmma (the
+        // PTX it gives loads on 9.0 devices only, which is all it is used for).
+        let arch = if (major, minor) == (9, 0) {
+            "sm_90a".to_string()
+        } else {
+            format!("sm_{major}{minor}")
+        };
         let loaded = if major < 8 {
             Err(format!(
                 "compute capability {major}.{minor} < 8.0 (mma.sync bf16, cp.async)"
             ))
         } else {
-            super::nvrtc::ptx(name, dt, d, &format!("sm_{major}{minor}")).and_then(|ptx| {
+            super::nvrtc::ptx(name, dt, d, &arch).and_then(|ptx| {
                 let image = CString::new(ptx).map_err(|e| format!("PTX with NUL: {e}"))?;
                 let mut module: cu::CUmodule = std::ptr::null_mut();
                 // SAFETY: a NUL-terminated PTX image; the module is kept for the process.
@@ -1086,6 +1111,7 @@ impl Job {
             }
             Work::Forward {
                 mma,
+                hopper,
                 decode,
                 simple,
                 preload_bwd,
@@ -1093,6 +1119,10 @@ impl Job {
                 for l in &preload_bwd {
                     st.function(device, l)?;
                 }
+                let mma = match hopper {
+                    Some(h) if st.arch(device)? == (9, 0) => Some(h),
+                    _ => mma,
+                };
                 let aligned = [p.q, p.k, p.v, p.o].iter().all(|ptr| ptr % 16 == 0);
                 match (decode, mma) {
                     (Some(dl), _) if aligned => {

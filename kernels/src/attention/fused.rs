@@ -204,6 +204,7 @@ pub fn entries(name: &str) -> Vec<String> {
     let kinds: &[&str] = match name {
         "fwd_simple" => &["fwd_simple", "fwd_combine"],
         "fwd_mma" => &["fwd_mma2", "fwd_mma", "fwd_mma1", "fwd_mma3"],
+        "fwd_wg" => &["fwd_wg"],
         "decode" => &["fwd_decode"],
         "bwd" => &["bwd_pre", "bwd_dkdv", "bwd_dq"],
         "bwd_mma" => &[
@@ -218,7 +219,10 @@ pub fn entries(name: &str) -> Vec<String> {
     for kind in kinds {
         for dt in ["f32", "bf16", "f16"] {
             for d in HEAD_DIMS {
-                let mma = kind.starts_with("fwd_mma") || kind.starts_with("bwd_mma") || *kind == "fwd_decode";
+                let mma = kind.starts_with("fwd_mma")
+                    || kind.starts_with("bwd_mma")
+                    || *kind == "fwd_decode"
+                    || *kind == "fwd_wg";
                 if mma && (dt == "f32" || d == 32) {
                     continue;
                 }

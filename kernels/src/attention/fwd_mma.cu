@@ -74,78 +74,6 @@ __device__ __forceinline__ void qk_tile(float (&sacc)[MMA_BN / 8][4], const u32 
     }
 }
 
-// Mask the tile's raw scores, update the row state (m, l: log2 domain, scaled) and rescale O;
-// leaves P = exp2(S·scale·log2e − m) in `sacc`. Row A/B of this thread see keys [0, endA) /
-// [0, endB). The row maximum is taken over the raw scores and scaled once (the host guarantees
-// scale > 0), and the scale is folded into each exponent's FMA; a bias b enters as S + b / scale,
-// so that the same FMA gives (S·scale + b)·log2e. `I`: the index type of rows and keys (i64;
-// `fwd_mma3` passes int to save registers).
-template <int D, typename I>
-__device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[MMA_BN / 8][4], float (&oacc)[D / 8][4],
-                                             float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
-                                             I rB, i64 b, int tig, float sl2) {
-    constexpr int NT = MMA_BN / 8;
-    constexpr int DT8 = D / 8;
-    float tA = NEG_INF, tB = NEG_INF;
-    if (!p.bias && endA - j0 >= MMA_BN && endB - j0 >= MMA_BN) {
-        // The whole tile is inside both rows' key ranges: no per-element mask.
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            tA = fmaxf(tA, fmaxf(sacc[nt][0], sacc[nt][1]));
-            tB = fmaxf(tB, fmaxf(sacc[nt][2], sacc[nt][3]));
-        }
-    } else {
-        // Keys of the tile this thread's rows see: [0, limA) / [0, limB), clamped to [0, MMA_BN].
-        const int limA = (int)(endA - j0 < 0 ? 0 : (endA - j0 > MMA_BN ? MMA_BN : endA - j0));
-        const int limB = (int)(endB - j0 < 0 ? 0 : (endB - j0 > MMA_BN ? MMA_BN : endB - j0));
-        const float inv_scale = p.bias ? 1.f / p.scale : 0.f;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int jj = nt * 8 + tig * 2 + (e & 1);
-                const bool top = e < 2;
-                float x;
-                if (jj < (top ? limA : limB)) {
-                    x = sacc[nt][e];
-                    if (p.bias) x += bias_at(p, b, top ? rA : rB, j0 + jj) * inv_scale;
-                } else {
-                    x = NEG_INF;
-                }
-                sacc[nt][e] = x;
-                if (top) tA = fmaxf(tA, x); else tB = fmaxf(tB, x);
-            }
-        }
-    }
-    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
-    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
-    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
-    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
-    const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
-    const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
-    const float aA = ex2(mA - uA), aB = ex2(mB - uB);
-    mA = nA;
-    mB = nB;
-    lA *= aA;
-    lB *= aB;
-#pragma unroll
-    for (int i = 0; i < DT8; ++i) {
-        oacc[i][0] *= aA;
-        oacc[i][1] *= aA;
-        oacc[i][2] *= aB;
-        oacc[i][3] *= aB;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        sacc[nt][0] = ex2(fmaf(sacc[nt][0], sl2, -uA));
-        sacc[nt][1] = ex2(fmaf(sacc[nt][1], sl2, -uA));
-        sacc[nt][2] = ex2(fmaf(sacc[nt][2], sl2, -uB));
-        sacc[nt][3] = ex2(fmaf(sacc[nt][3], sl2, -uB));
-        lA += sacc[nt][0] + sacc[nt][1];
-        lB += sacc[nt][2] + sacc[nt][3];
-    }
-}
-
 // O += P V over the tile at `Vt`: P's accumulator layout is the A-fragment layout of this product.
 template <int DT, int D>
 __device__ __forceinline__ void pv_tile(float (&oacc)[D / 8][4], const float (&sacc)[MMA_BN / 8][4], const u16* Vt,
@@ -230,7 +158,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 
             float sacc[NT][4];
             qk_tile<DT, D>(sacc, qf, Ks + st, lane);
-            mask_softmax<D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+            mask_softmax<MMA_BN, D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
             pv_tile<DT, D>(oacc, sacc, Vs + st, lane);
             __syncthreads();  // every warp is done with stage st before iteration it + 1 refills it
         }
@@ -256,7 +184,7 @@ __device__ __forceinline__ void fwd_mma(const Params& p, u16* Ks, u16* Vs) {
 
             float sacc[NT][4];
             qk_tile<DT, D>(sacc, qf, Ks, lane);
-            mask_softmax<D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
+            mask_softmax<MMA_BN, D, i64>(p, sacc, oacc, mA, mB, lA, lB, j0, endA, endB, rA, rB, b, tig, sl2);
 
             const bool more = j0 + MMA_BN < block_end;
             if (PIPE) {
@@ -498,7 +426,7 @@ __device__ __forceinline__ void fwd_mma3(const Params& p) {
             u32 pa[2][MMA_BN / 16][4];
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
-                mask_softmax<D, int>(p, sacc[m], oacc[m], mA[m], mB[m], lA[m], lB[m], j0, endA[m], endB[m], rA[m], rB[m],
+                mask_softmax<MMA_BN, D, int>(p, sacc[m], oacc[m], mA[m], mB[m], lA[m], lB[m], j0, endA[m], endB[m], rA[m], rB[m],
                                 b, tig, sl2);
 #pragma unroll
                 for (int kk = 0; kk < MMA_BN / 16; ++kk) acc_to_a<DT>(pa[m][kk], sacc[m][2 * kk], sacc[m][2 * kk + 1]);

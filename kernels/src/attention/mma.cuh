@@ -132,6 +132,78 @@ __device__ __forceinline__ void acc_to_a(u32* a, const float* c0, const float* c
     a[3] = Elem<DT>::pack2(c1[2], c1[3]);
 }
 
+// Mask a tile of BN keys' raw scores (one m16 row pair's accumulators, mma.sync or wgmma layout), update the row state (m, l: log2 domain, scaled) and rescale O;
+// leaves P = exp2(S·scale·log2e − m) in `sacc`. Row A/B of this thread see keys [0, endA) /
+// [0, endB). The row maximum is taken over the raw scores and scaled once (the host guarantees
+// scale > 0), and the scale is folded into each exponent's FMA; a bias b enters as S + b / scale,
+// so that the same FMA gives (S·scale + b)·log2e. `I`: the index type of rows and keys (i64;
+// `fwd_mma3` passes int to save registers).
+template <int BN, int D, typename I>
+__device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN / 8][4], float (&oacc)[D / 8][4],
+                                             float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
+                                             I rB, i64 b, int tig, float sl2) {
+    constexpr int NT = BN / 8;
+    constexpr int DT8 = D / 8;
+    float tA = NEG_INF, tB = NEG_INF;
+    if (!p.bias && endA - j0 >= BN && endB - j0 >= BN) {
+        // The whole tile is inside both rows' key ranges: no per-element mask.
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            tA = fmaxf(tA, fmaxf(sacc[nt][0], sacc[nt][1]));
+            tB = fmaxf(tB, fmaxf(sacc[nt][2], sacc[nt][3]));
+        }
+    } else {
+        // Keys of the tile this thread's rows see: [0, limA) / [0, limB), clamped to [0, BN].
+        const int limA = (int)(endA - j0 < 0 ? 0 : (endA - j0 > BN ? BN : endA - j0));
+        const int limB = (int)(endB - j0 < 0 ? 0 : (endB - j0 > BN ? BN : endB - j0));
+        const float inv_scale = p.bias ? 1.f / p.scale : 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int jj = nt * 8 + tig * 2 + (e & 1);
+                const bool top = e < 2;
+                float x;
+                if (jj < (top ? limA : limB)) {
+                    x = sacc[nt][e];
+                    if (p.bias) x += bias_at(p, b, top ? rA : rB, j0 + jj) * inv_scale;
+                } else {
+                    x = NEG_INF;
+                }
+                sacc[nt][e] = x;
+                if (top) tA = fmaxf(tA, x); else tB = fmaxf(tB, x);
+            }
+        }
+    }
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 1));
+    tA = fmaxf(tA, __shfl_xor_sync(0xffffffffu, tA, 2));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 1));
+    tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
+    const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
+    const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
+    const float aA = ex2(mA - uA), aB = ex2(mB - uB);
+    mA = nA;
+    mB = nB;
+    lA *= aA;
+    lB *= aB;
+#pragma unroll
+    for (int i = 0; i < DT8; ++i) {
+        oacc[i][0] *= aA;
+        oacc[i][1] *= aA;
+        oacc[i][2] *= aB;
+        oacc[i][3] *= aB;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        sacc[nt][0] = ex2(fmaf(sacc[nt][0], sl2, -uA));
+        sacc[nt][1] = ex2(fmaf(sacc[nt][1], sl2, -uA));
+        sacc[nt][2] = ex2(fmaf(sacc[nt][2], sl2, -uB));
+        sacc[nt][3] = ex2(fmaf(sacc[nt][3], sl2, -uB));
+        lA += sacc[nt][0] + sacc[nt][1];
+        lB += sacc[nt][2] + sacc[nt][3];
+    }
+}
+
 // Issues 16-byte cp.async copies of rows r0..r0+ROWS (D elements each, row stride `stride`) into
 // a shared array with leading dimension D + 8; rows at or past `limit` are zero-filled with
 // ordinary stores. Not committed. THREADS threads (128 unless given): thread t copies the 16

@@ -25,9 +25,10 @@ pub const COMMON: &str = include_str!("common.cuh");
 pub const MMA_COMMON: &str = include_str!("mma.cuh");
 
 /// `(module name, source, instantiation macro)` of each kernel module.
-pub const MODULES: [(&str, &str, &str); 5] = [
+pub const MODULES: [(&str, &str, &str); 6] = [
     ("fwd_simple", include_str!("fwd_simple.cu"), "SIMPLE_INSTANCES"),
     ("fwd_mma", include_str!("fwd_mma.cu"), "MMA_INSTANCE"),
+    ("fwd_wg", include_str!("fwd_wg.cu"), "WG_INSTANCE"),
     ("decode", include_str!("decode.cu"), "DECODE_INSTANCE"),
     ("bwd", include_str!("bwd.cu"), "BWD_INSTANCES"),
     ("bwd_mma", include_str!("bwd_mma.cu"), "BWD_MMA_INSTANCE"),
@@ -35,7 +36,7 @@ pub const MODULES: [(&str, &str, &str); 5] = [
 
 /// Whether module `name` is a tensor-core module (bf16/f16, head dim 64/128 only).
 pub fn is_mma(name: &str) -> bool {
-    name == "fwd_mma" || name == "bwd_mma" || name == "decode"
+    name == "fwd_mma" || name == "fwd_wg" || name == "bwd_mma" || name == "decode"
 }
 
 /// The element types the kernels take: name in entry points and the `DT` code of `common.cuh`.
@@ -165,7 +166,15 @@ mod tests {
             return;
         }
         for (name, _, _) in MODULES {
+            // The launcher compiles for `sm_90a` on compute capability 9.0 (wgmma); the other
+            // modules must also build for plain `sm_90` (and so for other GPUs).
             let ptx = compile(name, &all_variants(name), "sm_90").unwrap_or_else(|e| panic!("{e}"));
+            let ptx = if name == "fwd_wg" {
+                assert!(!ptx.contains("wgmma"), "fwd_wg.cu: wgmma outside sm_90a");
+                compile(name, &all_variants(name), "sm_90a").unwrap_or_else(|e| panic!("{e}"))
+            } else {
+                ptx
+            };
             if let Some(dir) = std::env::var_os("RESEARCH_ATTENTION_PTX_DIR") {
                 std::fs::write(std::path::Path::new(&dir).join(format!("{name}.ptx")), &ptx).unwrap();
             }
@@ -191,6 +200,7 @@ mod tests {
             // (KERNEL_GEOM: threads, dynamic shared memory, rows per block), sane for a launch.
             for entry in crate::attention::fused::entries(name) {
                 let tiled = entry.starts_with("attn_fwd_mma")
+                    || entry.starts_with("attn_fwd_wg")
                     || entry.starts_with("attn_bwd_mma_dkdv_") && !entry.contains("reduce")
                     || entry.starts_with("attn_bwd_mma_dq_") && !entry.contains("convert");
                 if !tiled {
@@ -213,7 +223,13 @@ mod tests {
                 // row 128 + 8 bf16 elements: (4·64 + 128)·136·2 bytes; 128 queries per block.
                 assert_eq!(ptx_geom(&ptx, "attn_fwd_mma3_bf16_d128"), Some([128, 104_448, 128]));
             }
-            if is_mma(name) {
+            if name == "fwd_wg" {
+                // Two warpgroups; Q (128 rows) and two stages of K and V (128 keys) of 128 bf16
+                // columns, plus 1024 bytes to align the swizzle atoms: 1024 + (128 + 4·128)·128·2.
+                assert_eq!(ptx_geom(&ptx, "attn_fwd_wg_bf16_d128"), Some([256, 164_864, 128]));
+                assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
+                assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"));
+            } else if is_mma(name) {
                 assert!(
                     ptx.contains("mma.sync.aligned.m16n8k16"),
                     "no tensor-core mma in {name}"

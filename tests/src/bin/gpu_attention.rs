@@ -507,16 +507,19 @@ mod imp {
         let dev: Dev = Default::default();
         let mut rng = Lcg(11);
         let mut ok = true;
-        // Each forward kernel variant for the 16-bit types: the default (tensor-core `fwd_mma3`
-        // from 128 queries, `fwd_mma2` below, the decode kernel for decode shapes), run K's
-        // single-buffered one, the first unpipelined one, the double-buffered 64-row one and the
-        // FlashAttention-2-layout one at every query count (`mma2` / `mma3`, asserted to run where a
-        // tensor-core forward applies), and the scalar kernel everywhere.
+        // Each forward kernel variant for the 16-bit types: the default (on Hopper the wgmma
+        // `fwd_wg` from 128 queries, `fwd_mma2` below, the decode kernel for decode shapes), the
+        // wgmma one at every query count (`wg`, also in --quick), run K's single-buffered one,
+        // the first unpipelined one, the double-buffered 64-row one and the FlashAttention-2-layout
+        // one at every query count (`wg` / `mma2` / `mma3` asserted to run where a tensor-core
+        // forward applies), and the scalar kernel everywhere.
         let variants = |dtype: DType| -> &'static [&'static str] {
-            if dtype == DType::F32 || quick {
+            if dtype == DType::F32 {
                 &["default"]
+            } else if quick {
+                &["default", "wg"]
             } else {
-                &["default", "mma", "mma1", "mma2", "mma3", "simple"]
+                &["default", "wg", "mma", "mma1", "mma2", "mma3", "simple"]
             }
         };
         let dtypes: &[DType] = if quick {
@@ -539,9 +542,10 @@ mod imp {
                     let rows = rows_to_check(&c, &mut rng);
                     let err = forward_error(&c, &x, &got, &rows);
                     let bound = fwd_bound(dtype);
-                    // A forced `mma2` / `mma3` must have run wherever a tensor-core forward applies.
+                    // A forced `wg` / `mma2` / `mma3` must have run wherever a tensor-core forward
+                    // applies (`wg`: the GPU machines are Hopper, compute capability 9.0).
                     let tensor_core = (c.d == 64 || c.d == 128) && c.t >= 16;
-                    let forced = ["mma2", "mma3"].contains(&variant) && tensor_core;
+                    let forced = ["wg", "mma2", "mma3"].contains(&variant) && tensor_core;
                     let right_kernel = !forced || kinds.iter().any(|(k, _)| *k == format!("fwd_{variant}"));
                     let pass = err <= bound && launched > 0 && right_kernel;
                     ok &= pass;
@@ -607,7 +611,7 @@ mod imp {
             } else if quick {
                 &["mma", "grouped", "split"]
             } else {
-                &["mma", "grouped", "split", "separate", "mma2", "mma3", "simple"]
+                &["mma", "grouped", "split", "separate", "wg", "mma2", "mma3", "simple"]
             }
         };
         for &dtype in dtypes {
@@ -622,8 +626,9 @@ mod imp {
                 } else {
                     std::env::remove_var("RESEARCH_ATTENTION_DQ");
                 }
-                // `mma2` / `mma3`: the default tensor-core backward from that forward (its lse).
-                set_variant(if bwd == "mma2" || bwd == "mma3" { bwd } else { "default" });
+                // `wg` / `mma2` / `mma3`: the default tensor-core backward from that forward (its lse).
+                let forced_fwd = ["wg", "mma2", "mma3"].contains(&bwd);
+                set_variant(if forced_fwd { bwd } else { "default" });
                 for c in backward_cases() {
                     let (q, k, v, x) = make_inputs(&c, dtype, &dev, &mut rng);
                     let g = rand([c.b, c.h, c.t, c.d], 1.0, dtype, &dev);
@@ -668,7 +673,6 @@ mod imp {
                     // (The variant's RESEARCH_ATTENTION_BWD is set: `grouped` / `split` force the choice.)
                     let want_reduce = want_mma && bwd_splits_group(c.b, c.h, c.kvh, c.s);
                     let want_fused = bwd != "separate";
-                    let forced_fwd = bwd == "mma2" || bwd == "mma3";
                     let fwd_ok = !(forced_fwd && want_mma && c.t >= 16) || ran(&format!("fwd_{bwd}"));
                     let right_kernels = fwd_ok
                         && if want_mma {
