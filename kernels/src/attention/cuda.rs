@@ -8,14 +8,17 @@
 //! (`client.empty`); nothing synchronises the host.
 //!
 //! The kernels (`*.cu` beside this file) are compiled by NVRTC for the device's architecture on
-//! first use (`sm_90` on Hopper), loaded once per device, and looked up by name:
+//! first use (`sm_90a` on compute capability 9.0, Hopper, for wgmma; `sm_XY` elsewhere), loaded
+//! once per device, and looked up by name:
 //! - forward, bf16/f16 with head dim 64/128 and at most 16 query rows per (batch, kv head)
 //!   (GQA group × queries: decode): `attn_fwd_decode_*` (`decode.cu`, tensor-core flash-decoding,
 //!   each K/V byte read once per kv head, keys split over blocks, then `attn_fwd_combine_*`);
-//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries otherwise: `attn_fwd_mma3_*`
-//!   from 128 queries (tensor-core FlashAttention-2 layout, 128-row blocks, 32 rows per warp),
-//!   `attn_fwd_mma2_*` below (64-row blocks); both fetch the next tile's K/V during this tile's
-//!   products;
+//! - forward, bf16/f16 with head dim 64/128 and at least 16 queries otherwise: from 128 queries
+//!   `attn_fwd_wg_*` on Hopper (`fwd_wg.cu`: wgmma, two warpgroups, two 128-row query blocks per
+//!   block; the choice is made on the device thread, `Work::Forward::hopper`) and
+//!   `attn_fwd_mma3_*` on other GPUs (mma.sync, FlashAttention-2 layout, 128-row blocks, 32 rows
+//!   per warp), `attn_fwd_mma2_*` below 128 queries (64-row blocks); all fetch the next tile's
+//!   K/V during this tile's products;
 //! - forward otherwise (f32, head dim 32, unaligned): `attn_fwd_simple_*`, split over the keys when
 //!   the grid would be too small to fill the GPU (decode), then `attn_fwd_combine_*`;
 //! - backward (autodiff), from the forward's saved log-sum-exp: `attn_bwd_pre_*` (delta =
@@ -29,7 +32,8 @@
 //!   `attn_bwd_dq_*` (`bwd.cu`).
 //!
 //! `RESEARCH_ATTENTION_KERNEL=simple` forces the scalar forward, `=mma1` the first, unpipelined
-//! tensor-core forward, `=mma2` / `=mma3` one of the two default schedules at every query count
+//! tensor-core forward, `=wg` the wgmma forward (Hopper) and `=mma2` / `=mma3` the mma.sync
+//! schedules at every query count
 //! (none of them with the decode kernel), `=nodecode` the default routing without the decode
 //! kernel (decode on the scalar split-K kernel); `RESEARCH_ATTENTION_BWD=simple` forces the scalar
 //! backward (for comparisons). `RESEARCH_ATTENTION_SOURCES=dir` compiles the kernels from the
@@ -163,10 +167,11 @@ fn warn_once(reason: &str) {
 
 /// `RESEARCH_ATTENTION_KERNEL`: `simple` forces the scalar forward, `mma` the single-buffered
 /// tensor-core forward of run K, `mma1` the unpipelined one, `mma2` the double-buffered 64-row one
-/// and `mma3` the FlashAttention-2-layout one (128-row blocks, 32 rows per warp), whatever the
-/// query count (for comparisons); anything else (or unset) the default choice: `fwd_mma3` from 128
-/// queries, `fwd_mma2` below. `simple`, `mma`, `mma1`, `mma2`, `mma3` and `nodecode` also keep
-/// decode shapes off the decode kernel (`nodecode` changes nothing else).
+/// `mma3` the FlashAttention-2-layout one (128-row blocks, 32 rows per warp) and `wg` the wgmma one
+/// (compute capability 9.0; `mma3` elsewhere), whatever the query count (for comparisons);
+/// anything else (or unset) the default choice: from 128 queries `fwd_wg` on 9.0 and `fwd_mma3`
+/// elsewhere, `fwd_mma2` below. `simple`, `mma`, `mma1`, `mma2`, `mma3`, `wg` and `nodecode` also
+/// keep decode shapes off the decode kernel (`nodecode` changes nothing else).
 fn kernel_choice() -> Option<String> {
     std::env::var("RESEARCH_ATTENTION_KERNEL").ok()
 }

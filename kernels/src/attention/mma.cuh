@@ -132,23 +132,25 @@ __device__ __forceinline__ void acc_to_a(u32* a, const float* c0, const float* c
     a[3] = Elem<DT>::pack2(c1[2], c1[3]);
 }
 
-// Mask a tile of BN keys' raw scores (one m16 row pair's accumulators, mma.sync or wgmma layout), update the row state (m, l: log2 domain, scaled) and rescale O;
-// leaves P = exp2(S·scale·log2e − m) in `sacc`. Row A/B of this thread see keys [0, endA) /
-// [0, endB). The row maximum is taken over the raw scores and scaled once (the host guarantees
-// scale > 0), and the scale is folded into each exponent's FMA; a bias b enters as S + b / scale,
-// so that the same FMA gives (S·scale + b)·log2e. `I`: the index type of rows and keys (i64;
-// `fwd_mma3` passes int to save registers).
-template <int BN, int D, typename I>
-__device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN / 8][4], float (&oacc)[D / 8][4],
-                                             float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
-                                             I rB, i64 b, int tig, float sl2) {
-    constexpr int NT = BN / 8;
-    constexpr int DT8 = D / 8;
+// Masks a tile of BN keys' raw scores (one m16 row pair's accumulators, in the mma.sync or
+// wgmma layout) and updates the row state (m, l: log2 domain, scaled); leaves P = exp2(S·scale·
+// log2e − m) in `sacc` and returns in aA / aB the factors the rows' O accumulators must be scaled
+// by (`mask_softmax` applies them; the wgmma forward applies them later, once the P V product
+// still writing O has finished). Row A/B of this thread see keys [0, endA) / [0, endB). The row
+// maximum is taken over the raw scores and scaled once (the host guarantees scale > 0), and the
+// scale is folded into each exponent's FMA; a bias b enters as S + b / scale, so that the same FMA
+// gives (S·scale + b)·log2e. `I`: the index type of rows and keys (i64; `fwd_mma3` and `fwd_wg`
+// pass int to save registers).
+template <int BN, typename I>
+__device__ __forceinline__ void mask_softmax_p(const Params& p, float (&sacc)[BN / 8][4], float& mA, float& mB,
+                                               float& lA, float& lB, float& aA, float& aB, I j0, I endA, I endB,
+                                               I rA, I rB, i64 b, int tig, float sl2) {
+    constexpr int TILES = BN / 8;  // n8 tiles (not `NT`: decode_emu.cpp defines that)
     float tA = NEG_INF, tB = NEG_INF;
     if (!p.bias && endA - j0 >= BN && endB - j0 >= BN) {
         // The whole tile is inside both rows' key ranges: no per-element mask.
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int nt = 0; nt < TILES; ++nt) {
             tA = fmaxf(tA, fmaxf(sacc[nt][0], sacc[nt][1]));
             tB = fmaxf(tB, fmaxf(sacc[nt][2], sacc[nt][3]));
         }
@@ -158,7 +160,7 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN /
         const int limB = (int)(endB - j0 < 0 ? 0 : (endB - j0 > BN ? BN : endB - j0));
         const float inv_scale = p.bias ? 1.f / p.scale : 0.f;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int nt = 0; nt < TILES; ++nt) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int jj = nt * 8 + tig * 2 + (e & 1);
@@ -181,20 +183,14 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN /
     tB = fmaxf(tB, __shfl_xor_sync(0xffffffffu, tB, 2));
     const float nA = fmaxf(mA, tA * sl2), nB = fmaxf(mB, tB * sl2);
     const float uA = nA == NEG_INF ? 0.f : nA, uB = nB == NEG_INF ? 0.f : nB;
-    const float aA = ex2(mA - uA), aB = ex2(mB - uB);
+    aA = ex2(mA - uA);
+    aB = ex2(mB - uB);
     mA = nA;
     mB = nB;
     lA *= aA;
     lB *= aB;
 #pragma unroll
-    for (int i = 0; i < DT8; ++i) {
-        oacc[i][0] *= aA;
-        oacc[i][1] *= aA;
-        oacc[i][2] *= aB;
-        oacc[i][3] *= aB;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
+    for (int nt = 0; nt < TILES; ++nt) {
         sacc[nt][0] = ex2(fmaf(sacc[nt][0], sl2, -uA));
         sacc[nt][1] = ex2(fmaf(sacc[nt][1], sl2, -uA));
         sacc[nt][2] = ex2(fmaf(sacc[nt][2], sl2, -uB));
@@ -202,6 +198,28 @@ __device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN /
         lA += sacc[nt][0] + sacc[nt][1];
         lB += sacc[nt][2] + sacc[nt][3];
     }
+}
+
+// Scales this thread's O accumulators of row A (c0, c1) and row B (c2, c3).
+template <int D>
+__device__ __forceinline__ void scale_rows(float (&oacc)[D / 8][4], float aA, float aB) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+        oacc[i][0] *= aA;
+        oacc[i][1] *= aA;
+        oacc[i][2] *= aB;
+        oacc[i][3] *= aB;
+    }
+}
+
+// `mask_softmax_p`, then O rescaled at once (the mma.sync kernels).
+template <int BN, int D, typename I>
+__device__ __forceinline__ void mask_softmax(const Params& p, float (&sacc)[BN / 8][4], float (&oacc)[D / 8][4],
+                                             float& mA, float& mB, float& lA, float& lB, I j0, I endA, I endB, I rA,
+                                             I rB, i64 b, int tig, float sl2) {
+    float aA, aB;
+    mask_softmax_p<BN, I>(p, sacc, mA, mB, lA, lB, aA, aB, j0, endA, endB, rA, rB, b, tig, sl2);
+    scale_rows<D>(oacc, aA, aB);
 }
 
 // Issues 16-byte cp.async copies of rows r0..r0+ROWS (D elements each, row stride `stride`) into

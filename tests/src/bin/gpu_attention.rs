@@ -6,8 +6,8 @@
 //! gpu-attention bench [--iters 20] [--reference] [--no-simple-bwd] [--quick]   # issue 6's shapes, one JSON line each
 //! ```
 //! `--quick` (for sweeps over kernel variants, e.g. sources loaded with
-//! `RESEARCH_ATTENTION_SOURCES`): `check` runs only the 16-bit default forward and the 16-bit
-//! default, `grouped` and `split` backward, `bench` only the default prefill forward and forward+backward.
+//! `RESEARCH_ATTENTION_SOURCES`): `check` runs only the 16-bit default and `wg` forward and the
+//! 16-bit default, `grouped` and `split` backward, `bench` only the default prefill forward and forward+backward.
 //! `check` draws fresh uniform inputs on the device, reads back exactly what the kernels saw, and
 //! compares with a float64 host reference (softmax over each row's visible keys, GQA by
 //! `h / (heads / kv_heads)`): the error is `max |got - want| / max |want|` per tensor, bounded by
@@ -17,11 +17,13 @@
 //! of a larger cache. A case fails too when no fused kernel ran for it (a silent reference
 //! fallback). Exit status 1 on any failure.
 //! The 16-bit forward cases run once per forward kernel (`[default]`: the tensor-core kernels where
-//! they apply, `fwd_mma3` from 128 queries and `fwd_mma2` below, the decode kernel for decode
-//! shapes; `[mma]`: run K's single-buffered one; `[mma1]`: the first, unpipelined one; `[mma2]`:
-//! the double-buffered 64-row one and `[mma3]`: the FlashAttention-2-layout one, 32 query rows per
-//! warp, each of which must run (`fwd_mma2` / `fwd_mma3`) wherever a tensor-core forward applies
-//! (16-bit, head dim 64/128, at least 16 queries); `[simple]`: the scalar kernel).
+//! they apply, on Hopper the wgmma `fwd_wg` from 128 queries and `fwd_mma2` below, the decode
+//! kernel for decode shapes; `[wg]`: the wgmma one at every query count (also with `--quick`);
+//! `[mma]`: run K's single-buffered one; `[mma1]`: the first, unpipelined one; `[mma2]`: the
+//! double-buffered 64-row one and `[mma3]`: the FlashAttention-2-layout one, 32 query rows per
+//! warp; `wg`, `mma2` and `mma3` must run (`fwd_wg` / `fwd_mma2` / `fwd_mma3`) wherever a
+//! tensor-core forward applies (16-bit, head dim 64/128, at least 16 queries; `wg` needs compute
+//! capability 9.0, which the GPU machines have); `[simple]`: the scalar kernel).
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA, dQ added
 //! inside the dK/dV kernel with f32 atomics then converted, the GQA group split over one dK/dV
@@ -29,7 +31,7 @@
 //! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
 //! `[split]`: `RESEARCH_ATTENTION_BWD=split`, one block per query head whenever GQA; `[separate]`:
 //! `RESEARCH_ATTENTION_DQ=separate`, the separate dQ kernel;
-//! `[mma2]` / `[mma3]`: the tensor-core backward from the `fwd_mma2` / `fwd_mma3` forward's output
+//! `[wg]` / `[mma2]` / `[mma3]`: the tensor-core backward from the `fwd_wg` / `fwd_mma2` / `fwd_mma3` forward's output
 //! and log-sum-exp at every query count;
 //! `[simple]`: `RESEARCH_ATTENTION_BWD=simple`, the scalar kernels); each line
 //! names the kernels that ran (launch counts per kind), and a case fails when the expected
