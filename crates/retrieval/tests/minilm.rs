@@ -34,7 +34,10 @@ fn hnsw_agrees_with_exact_on_real_passages() {
     config.progress = false;
     config.chunk_rows = 128;
     config.batch_size = 32;
-    config.threads = 2;
+    // One build thread, so the insertion order is fixed. Built by two threads the graph's links
+    // vary with their interleaving, and one run of `cargo xtask test` (session 9) measured 0.9504
+    // agreement where the runs before and after it measured 1.0.
+    config.threads = 1;
     let report = build_with_encoder(&config, &enc).unwrap();
     assert!(report.complete);
 
