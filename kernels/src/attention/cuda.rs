@@ -468,7 +468,8 @@ enum Work {
     Forward {
         mma: Option<Launch>,
         /// Taken instead of `mma` on a compute capability 9.0 device (`attn_fwd_wg_*`, wgmma).
-        hopper: Option<Launch>,
+        /// (Boxed: keeps the variants of `Work` close in size.)
+        hopper: Option<Box<Launch>>,
         decode: Option<DecodeLaunch>,
         simple: Vec<Launch>,
         preload_bwd: Vec<Launch>,
@@ -652,11 +653,11 @@ fn forward(
         })
         .transpose()?;
     let hopper = match &mma {
-        Some(m) if wg => Some(Launch {
+        Some(m) if wg => Some(Box::new(Launch {
             module: "fwd_wg",
             entry: format!("attn_fwd_wg_{dt}_d{d}"),
             ..m.clone()
-        }),
+        })),
         _ => None,
     };
     // Decode: the whole GQA group's query rows of one (batch, kv head) in one mma tile.
@@ -1125,7 +1126,7 @@ impl Job {
                     st.function(device, l)?;
                 }
                 let mma = match hopper {
-                    Some(h) if st.arch(device)? == (9, 0) => Some(h),
+                    Some(h) if st.arch(device)? == (9, 0) => Some(*h),
                     _ => mma,
                 };
                 let aligned = [p.q, p.k, p.v, p.o].iter().all(|ptr| ptr % 16 == 0);
