@@ -22,6 +22,38 @@ __device__ __forceinline__ void bwd_pre(const Params& p) {
     const i64 t = row % p.T, h = (row / p.T) % p.H, b = row / (p.T * p.H);
     const T* o = (const T*)p.o + b * p.o_sb + h * p.o_sh + t * p.o_st;
     const T* dout = (const T*)p.dout + b * p.do_sb + h * p.do_sh + t * p.do_st;
+    // 16-bit rows of 64 / 128 elements at 4- / 8-byte aligned addresses (every row of the
+    // tensor-core path): each lane reads its D / 32 contiguous elements with one load per operand
+    // and zeroes the dQ accumulator row with one vector store.
+    if constexpr (DT != 0 && (D == 64 || D == 128)) {
+        constexpr int E = D / 32;
+        if ((((unsigned long long)o | (unsigned long long)dout) & (2 * E - 1)) == 0) {  // warp-uniform
+            u32 a[E / 2], c[E / 2];
+            if constexpr (E == 4) {
+                const uint2 va = *(const uint2*)(o + lane * 4), vc = *(const uint2*)(dout + lane * 4);
+                a[0] = va.x, a[1] = va.y, c[0] = vc.x, c[1] = vc.y;
+            } else {
+                a[0] = *(const u32*)(o + lane * 2), c[0] = *(const u32*)(dout + lane * 2);
+            }
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < E / 2; ++i) {
+                const u16 a0 = (u16)(a[i] & 0xffffu), a1 = (u16)(a[i] >> 16);
+                const u16 c0 = (u16)(c[i] & 0xffffu), c1 = (u16)(c[i] >> 16);
+                s += Elem<DT>::load(&a0) * Elem<DT>::load(&c0) + Elem<DT>::load(&a1) * Elem<DT>::load(&c1);
+            }
+            s = warp_sum(s);
+            if (lane == 0) p.delta[row] = s;
+            if (p.part_ml) {
+                if constexpr (E == 4) {
+                    *(float4*)(p.part_ml + row * D + lane * 4) = make_float4(0.f, 0.f, 0.f, 0.f);
+                } else {
+                    *(float2*)(p.part_ml + row * D + lane * 2) = make_float2(0.f, 0.f);
+                }
+            }
+            return;
+        }
+    }
     float s = 0.f;
     for (int x = lane; x < D; x += 32) s += Elem<DT>::load(o + x) * Elem<DT>::load(dout + x);
     s = warp_sum(s);

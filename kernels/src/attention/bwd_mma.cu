@@ -585,11 +585,414 @@ __device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
     *(u32*)(dq + 2) = Elem<DT>::pack2(a.z * p.scale, a.w * p.scale);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hopper dK/dV kernel (wgmma, sm_90a; BWD_WG=0 in a source copy keeps the mma.sync kernel above).
+// Same grid, parameters and results as `bwd_mma_dkdv` (one block per BN = 128 keys of a KV head,
+// walking every query head of the group and every 64-query step that sees the keys; fused dQ
+// through the f32 accumulator or, without one, none), 256 threads: two warpgroups of 64 keys
+// each (warp w of a warpgroup keys 16w..16w+15, the accumulator layout of wgmma m64nNk16, which
+// is mma.sync's fragment per warp). Per step and warpgroup:
+//   Sᵀ  = K Qᵀ, dPᵀ = V dOᵀ   m64n64k16, A (K or V rows) and B (Q or dO rows) K-major in shared
+//                              memory;
+//   Pᵀ, dSᵀ elementwise in registers (as in `bwd_mma_dkdv`);
+//   dV += Pᵀ dO, dK += dSᵀ Q   m64n{D}k16, A from registers, B (dO or Q) MN-major;
+//   dSᵀ is stored (bf16/f16, swizzled) in shared memory and, after a block barrier, warpgroup w
+//   computes dQ columns w·D/2..+D/2 of the step: dS K over the block's keys, m64n{D/2}k16 with both
+//   operands MN-major (dSᵀ is [key][query], K [key][d]), added to the f32 accumulator with vector
+//   atomics.
+// Shared memory (1024-byte aligned): K and V of the block, two buffers of Q and dO, all with the
+// 128-byte swizzle of fwd_wg.cu ([D / 64][rows][64]); the dSᵀ tile [BN][64] (one 128-byte row per
+// key, swizzled the same way); lse and delta of the two buffered steps.
+#ifndef BWD_WG
+#define BWD_WG 1
+#endif
+#ifndef BWD_WG_D64
+#define BWD_WG_D64 0
+#endif
+#ifndef BWD_WG_DEFER
+#define BWD_WG_DEFER 0
+#endif
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && BWD_WG
+#define BWD_USE_WG(D) ((D) == 128 || BWD_WG_D64)
+#else
+#define BWD_USE_WG(D) 0
+#endif
+
+template <int D>
+struct BwdWg {
+    static constexpr int BN = 128;      // keys per block (two warpgroups of 64)
+    static constexpr int BQ = 64;       // queries per step
+    static constexpr int THREADS = 256;
+    static constexpr int TB = BN * D * 2;  // K or V bytes
+    static constexpr int QB = BQ * D * 2;  // one Q or dO buffer
+    static constexpr int SB = BN * BQ * 2; // one dSᵀ tile (two with BWD_WG_DEFER)
+    static constexpr int SMEM = 1024 + 2 * TB + 4 * QB + (1 + BWD_WG_DEFER) * SB + 4 * BQ * 4;
+};
+
+// Launch geometry of the dK/dV entry point: the wgmma kernel's where it is compiled in.
+template <int D, bool WG>
+struct BwdGeom {
+    static constexpr int THREADS = BwdMma<D>::THREADS, SMEM = BwdMma<D>::SMEM, BN = BwdMma<D>::BN;
+};
+template <int D>
+struct BwdGeom<D, true> {
+    static constexpr int THREADS = BwdWg<D>::THREADS, SMEM = BwdWg<D>::SMEM, BN = BwdWg<D>::BN;
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int DT, int D>
+__device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
+    using W = BwdWg<D>;
+    constexpr int BN = W::BN, BQ = W::BQ, TB = W::TB, QB = W::QB;
+    constexpr int NQ = BQ / 8;  // n-tiles (queries) of Sᵀ and dPᵀ
+    constexpr int ND = D / 8;   // n-tiles of dK and dV
+    constexpr int DH = D / 2;   // dQ columns per warpgroup
+    static_assert(BQ == 64, "the dSᵀ tile has one 128-byte swizzle row per key");
+    extern __shared__ __align__(1024) unsigned char bwd_wg_smem[];
+    if (dynamic_smem_bytes() < (u32)W::SMEM) __trap();
+    const u32 base = smem_addr(bwd_wg_smem);
+    const u32 ks = (base + 1023u) & ~1023u;  // K [D / 64][BN][64]
+    const u32 vs = ks + TB;                  // V
+    const u32 qs = vs + TB;                  // Q [2][D / 64][BQ][64]
+    const u32 ds = qs + 2 * QB;              // dO [2][D / 64][BQ][64]
+    const u32 ss = ds + 2 * QB;              // dSᵀ [1 + BWD_WG_DEFER][BN][BQ]
+    float* Ls = (float*)(bwd_wg_smem + (ss + (1 + BWD_WG_DEFER) * W::SB - base));  // [2][BQ] lse (natural log)
+    float* Es = Ls + 2 * BQ;                                   // [2][BQ] delta
+
+    const BlockXYZ blk = block_xyz();  // x: key block (early ones see the most queries when causal)
+    const i64 j0 = blk.x * BN;
+    const i64 b = blk.z;
+    const i64 G = p.H / p.KVH;
+    const bool split = p.part_o != nullptr;
+    float* const dq_acc = p.part_ml;
+    const i64 kvh = split ? blk.y / G : blk.y;
+    const i64 h_first = split ? blk.y : kvh * G;
+    const i64 heads = split ? 1 : G;
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const int kw = wg * 64;               // this warpgroup's first key within the block
+    const i64 jw = j0 + kw + warp * 16;   // this warp's first key
+    const i64 jA = jw + g, jB = jA + 8;
+
+    const u16* kp = (const u16*)p.k + b * p.k_sb + kvh * p.k_sh;
+    const u16* vp = (const u16*)p.v + b * p.v_sb + kvh * p.v_sh;
+    const u16* qbase = (const u16*)p.q + b * p.q_sb;
+    const u16* dobase = (const u16*)p.dout + b * p.do_sb;
+
+    const i64 sk = seq_keys(p, b);
+    const i64 off = p.kv_len ? sk - p.T : p.q_offset;
+    i64 t_lo = 0;
+    if (p.causal) {
+        t_lo = j0 - off;
+        if (t_lo < 0) t_lo = 0;
+    }
+    const i64 nq = (j0 < sk && t_lo < p.T) ? (p.T - t_lo + BQ - 1) / BQ : 0;
+    const i64 n = heads * nq;
+    const float sl2 = p.scale * LOG2E;
+
+    // Rows as int (a sequence of 2^31 keys does not fit in memory).
+    load_sw<D, BN, 256>(ks, kp, p.k_ss, (int)j0, (int)p.S, tid);
+    load_sw<D, BN, 256>(vs, vp, p.v_ss, (int)j0, (int)p.S, tid);
+    cp_async_commit();
+
+    auto issue = [&](i64 h, i64 t0, int buf) {
+        load_sw<D, BQ, 256>(qs + buf * QB, qbase + h * p.q_sh, p.q_st, (int)t0, (int)p.T, tid);
+        load_sw<D, BQ, 256>(ds + buf * QB, dobase + h * p.do_sh, p.do_st, (int)t0, (int)p.T, tid);
+        if (tid < 2 * BQ) {
+            const int r = tid < BQ ? tid : tid - BQ;
+            const i64 t = t0 + r;
+            float* dst = (tid < BQ ? Ls : Es) + buf * BQ + r;
+            if (t < p.T) {
+                const i64 row = (b * p.H + h) * p.T + t;
+                cp_async4(dst, (tid < BQ ? p.lse : p.delta) + row);
+            } else {
+                *dst = tid < BQ ? NEG_INF : 0.f;
+            }
+        }
+    };
+    i64 ih = 0, iq = 0;
+    i64 nh = 0, nqi = 0;
+    auto advance = [&](i64& hh, i64& qq) {
+        if (++qq == nq) {
+            qq = 0;
+            ++hh;
+        }
+    };
+
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
+    }
+
+    if (n > 0) {
+        issue(h_first, t_lo, 0);
+        advance(nh, nqi);
+    }
+    cp_async_commit();
+    // The dQ product of a step (fused dQ): dS K over the block's first 64 keys, or all 128 when
+    // `both`, for this warpgroup's D / 2 columns, from the dSᵀ tile at `sst`; committed, not waited.
+    auto dq_issue = [&](float(&dq)[DH / 8][4], u32 sst, bool both) {
+        const u32 kb = ks + (wg * DH / 64) * (BN * 128) + (wg * DH % 64) * 2;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 32; ++kk) {
+            Wgmma<DT, DH>::ss_tt(&dq[0][0], wg_desc(sst + kk * 2048, BN * 128, 1024),
+                                 wg_desc(kb + kk * 2048, BN * 128, 1024), kk > 0);
+        }
+        if (both) {
+#pragma unroll
+            for (int kk = BN / 32; kk < BN / 16; ++kk) {
+                Wgmma<DT, DH>::ss_tt(&dq[0][0], wg_desc(sst + kk * 2048, BN * 128, 1024),
+                                     wg_desc(kb + kk * 2048, BN * 128, 1024), 1);
+            }
+        }
+        wg_commit();
+    };
+    // Adds a waited dQ product to the accumulator rows from `row0` ((b·H + h)·T + t0), `rows` valid.
+    auto dq_add = [&](float(&dq)[DH / 8][4], i64 row0, i64 rows) {
+        wg_fence_regs<DH / 2>(&dq[0][0]);
+        float* acc = dq_acc + row0 * D + wg * DH;
+        const int q0 = warp * 16 + g, q1 = q0 + 8;
+#pragma unroll
+        for (int nt = 0; nt < DH / 8; ++nt) {
+            const int col = nt * 8 + tig * 2;
+            if (q0 < rows) red_add_v2(acc + (i64)q0 * D + col, dq[nt][0], dq[nt][1]);
+            if (q1 < rows) red_add_v2(acc + (i64)q1 * D + col, dq[nt][2], dq[nt][3]);
+        }
+    };
+    // BWD_WG_DEFER: step i's dQ product runs at the start of step i + 1 (two dSᵀ tiles; one
+    // barrier per step, the next step's loads issued after it). Otherwise it runs at the end of
+    // step i, after a second barrier.
+    constexpr bool DEFER = BWD_WG_DEFER;
+    bool pend = false, pend_both = false;  // a deferred dQ product (block-uniform) and its keys
+    i64 pend_row = 0, pend_rows = 0;
+    for (i64 i = 0; i < n; ++i) {
+        const int buf = (int)(i & 1);
+        if constexpr (!DEFER) {
+            if (i + 1 < n) {
+                issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
+                advance(nh, nqi);
+            }
+            cp_async_commit();
+            cp_async_wait<1>();  // K, V and step i have landed (step i + 1 may be in flight)
+        } else {
+            cp_async_wait<0>();  // K, V and step i have landed
+        }
+        fence_proxy_async();  // ... visible to wgmma (and the previous step's dSᵀ stores)
+        __syncthreads();      // ... for every thread; step i - 1's products are all done
+        if constexpr (DEFER) {
+            if (i + 1 < n) {
+                issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
+                advance(nh, nqi);
+            }
+            cp_async_commit();
+        }
+
+        const i64 t0 = t_lo + iq * BQ;
+        const u32 qb = qs + buf * QB, db = ds + buf * QB;
+        const u32 sst = ss + (DEFER ? buf * W::SB : 0);  // this step's dSᵀ tile
+        const float* Lb = Ls + buf * BQ;
+        const float* Eb = Es + buf * BQ;
+        const i64 tl = t0 + BQ - 1 < p.T - 1 ? t0 + BQ - 1 : p.T - 1;
+        // Whether a query of the step sees any key of the first / second warpgroup (block-uniform).
+        const bool any0 = j0 < sk && (!p.causal || j0 <= off + tl);
+        const bool any1 = j0 + 64 < sk && (!p.causal || j0 + 64 <= off + tl);
+        u32 pa[BQ / 16][4], sa[BQ / 16][4];
+        float dq[DH / 8][4];
+        if (wg == 0 ? any0 : any1) {
+            float s[NQ][4], dp[NQ][4];
+            // The deferred dQ first (its accumulators do not stay live beside Sᵀ and dPᵀ's: 243
+            // registers; issued after them, 255 and spills).
+            if (DEFER && pend) {
+                dq_issue(dq, ss + (buf ^ 1) * W::SB, pend_both);
+                wg_wait<0>();
+                dq_add(dq, pend_row, pend_rows);
+            }
+            wg_fence();
+#pragma unroll
+            for (int kq = 0; kq < D / 16; ++kq) {
+                const u32 o = (kq >> 2) * (BN * 128) + kw * 128 + (kq & 3) * 32;
+                const u32 oq = (kq >> 2) * (BQ * 128) + (kq & 3) * 32;
+                Wgmma<DT, 64>::ss(&s[0][0], wg_desc(ks + o, 16, 1024), wg_desc(qb + oq, 16, 1024), kq > 0);
+            }
+            wg_commit();
+#pragma unroll
+            for (int kq = 0; kq < D / 16; ++kq) {
+                const u32 o = (kq >> 2) * (BN * 128) + kw * 128 + (kq & 3) * 32;
+                const u32 oq = (kq >> 2) * (BQ * 128) + (kq & 3) * 32;
+                Wgmma<DT, 64>::ss(&dp[0][0], wg_desc(vs + o, 16, 1024), wg_desc(db + oq, 16, 1024), kq > 0);
+            }
+            wg_commit();
+            wg_wait<1>();
+            wg_fence_regs<NQ * 4>(&s[0][0]);
+            // Pᵀ in place (rows: keys jA / jB, columns: queries t0 + c), under dPᵀ's product.
+            const bool full = !p.bias && t0 + BQ <= p.T && jw + 16 <= sk && (!p.causal || jw + 15 <= off + t0);
+            if (full) {
+#pragma unroll
+                for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = nt * 8 + tig * 2 + (e & 1);
+                        s[nt][e] = ex2(fmaf(s[nt][e], sl2, -Lb[c] * LOG2E));
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = nt * 8 + tig * 2 + (e & 1);
+                        const i64 j = e < 2 ? jA : jB;
+                        const float lse = Lb[c];
+                        const i64 t = t0 + c;
+                        float pr = 0.f;
+                        if (t < p.T && j < sk && (!p.causal || j <= off + t) && lse != NEG_INF) {
+                            const float x =
+                                p.bias ? (s[nt][e] * p.scale + bias_at(p, b, t, j)) * LOG2E : s[nt][e] * sl2;
+                            pr = ex2(x - lse * LOG2E);
+                        }
+                        s[nt][e] = pr;
+                    }
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk) acc_to_a<DT>(pa[kk], s[2 * kk], s[2 * kk + 1]);
+            wg_wait<0>();
+            wg_fence_regs<NQ * 4>(&dp[0][0]);
+            // dV += Pᵀ dO, issued before dSᵀ is computed.
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk) {
+                Wgmma<DT, D>::rs(&dv[0][0], pa[kk], wg_desc(db + kk * 16 * 128, BQ * 128, 1024), 1);
+            }
+            wg_commit();
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int c = nt * 8 + tig * 2 + (e & 1);
+                    dp[nt][e] = s[nt][e] * (dp[nt][e] - Eb[c]);
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk) acc_to_a<DT>(sa[kk], dp[2 * kk], dp[2 * kk + 1]);
+            // dK += dSᵀ Q.
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk) {
+                Wgmma<DT, D>::rs(&dk[0][0], sa[kk], wg_desc(qb + kk * 16 * 128, BQ * 128, 1024), 1);
+            }
+            wg_commit();
+            if (dq_acc) {
+                // dSᵀ rows (keys) kw + 16 warp + g (+ 8), query columns 16 kk + 2 tig (+ 8): 16-byte
+                // chunk q / 8 of the key's 128-byte row, swizzled.
+                const int r0 = kw + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+                for (int kk = 0; kk < BQ / 16; ++kk) {
+                    const u32 a0 = sst + r0 * 128 + (((2 * kk) ^ (r0 & 7)) << 4) + tig * 4;
+                    const u32 a1 = sst + r1 * 128 + (((2 * kk) ^ (r1 & 7)) << 4) + tig * 4;
+                    const u32 a2 = sst + r0 * 128 + (((2 * kk + 1) ^ (r0 & 7)) << 4) + tig * 4;
+                    const u32 a3 = sst + r1 * 128 + (((2 * kk + 1) ^ (r1 & 7)) << 4) + tig * 4;
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(sa[kk][0]));
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(sa[kk][1]));
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a2), "r"(sa[kk][2]));
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a3), "r"(sa[kk][3]));
+                }
+            }
+        } else if (DEFER && pend) {
+            dq_issue(dq, ss + (buf ^ 1) * W::SB, pend_both);
+            wg_wait<0>();
+            dq_add(dq, pend_row, pend_rows);
+        }
+        // dK and dV of the step done (they read pa, sa and this buffer's Q and dO) before the
+        // barrier after which the other buffer is refilled.
+        wg_wait<0>();
+        wg_fence_regs<ND * 4>(&dk[0][0]);
+        wg_fence_regs<ND * 4>(&dv[0][0]);
+        wg_fence_regs_u<BQ / 4>(&pa[0][0]);
+        wg_fence_regs_u<BQ / 4>(&sa[0][0]);
+        const i64 row0 = (b * p.H + h_first + ih) * p.T + t0;
+        if constexpr (DEFER) {
+            pend = dq_acc && any0;
+            pend_both = any1;
+            pend_row = row0;
+            pend_rows = p.T - t0;
+        } else if (dq_acc) {
+            fence_proxy_async();  // the dSᵀ stores, visible to wgmma
+            __syncthreads();      // ... and the step's whole dSᵀ tile is in shared memory
+            if (any0) {
+                dq_issue(dq, ss, any1);
+                wg_wait<0>();
+                dq_add(dq, row0, p.T - t0);
+            }
+        }
+        advance(ih, iq);
+    }
+    if (DEFER && pend) {  // the last step's dQ
+        fence_proxy_async();
+        __syncthreads();
+        float dq[DH / 8][4];
+        dq_issue(dq, ss + ((n - 1) & 1) * W::SB, pend_both);
+        wg_wait<0>();
+        dq_add(dq, pend_row, pend_rows);
+    }
+    cp_async_wait<0>();
+
+    if (split) {
+        float* dkf = p.part_o + (b * p.H + h_first) * p.S * D;
+        float* dvf = dkf + p.B * p.H * p.S * D;
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+            const int col = nd * 8 + tig * 2;
+            if (jA < p.S) {
+                *(float2*)(dkf + jA * D + col) = make_float2(dk[nd][0] * p.scale, dk[nd][1] * p.scale);
+                *(float2*)(dvf + jA * D + col) = make_float2(dv[nd][0], dv[nd][1]);
+            }
+            if (jB < p.S) {
+                *(float2*)(dkf + jB * D + col) = make_float2(dk[nd][2] * p.scale, dk[nd][3] * p.scale);
+                *(float2*)(dvf + jB * D + col) = make_float2(dv[nd][2], dv[nd][3]);
+            }
+        }
+        return;
+    }
+    u16* dkp = (u16*)p.dk + (b * p.KVH + kvh) * p.S * D;
+    u16* dvp = (u16*)p.dv + (b * p.KVH + kvh) * p.S * D;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+        const int col = nd * 8 + tig * 2;
+        if (jA < p.S) {
+            *(u32*)(dkp + jA * D + col) = Elem<DT>::pack2(dk[nd][0] * p.scale, dk[nd][1] * p.scale);
+            *(u32*)(dvp + jA * D + col) = Elem<DT>::pack2(dv[nd][0], dv[nd][1]);
+        }
+        if (jB < p.S) {
+            *(u32*)(dkp + jB * D + col) = Elem<DT>::pack2(dk[nd][2] * p.scale, dk[nd][3] * p.scale);
+            *(u32*)(dvp + jB * D + col) = Elem<DT>::pack2(dv[nd][2], dv[nd][3]);
+        }
+    }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <int DT, int D>
+__device__ __forceinline__ void bwd_dkdv_entry(const Params& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (BWD_USE_WG(D)) {
+        bwd_wg_dkdv<DT, D>(p);
+        return;
+    }
+#endif
+    bwd_mma_dkdv<DT, D>(p);
+}
+
 #define BWD_MMA_INSTANCE(NAME, DT, D)                                                                      \
-    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, BwdMma<D>::THREADS, BwdMma<D>::SMEM, BwdMma<D>::BN)        \
+    KERNEL_GEOM(attn_bwd_mma_dkdv_##NAME##_d##D, (BwdGeom<D, BWD_USE_WG(D)>::THREADS),                     \
+                (BwdGeom<D, BWD_USE_WG(D)>::SMEM), (BwdGeom<D, BWD_USE_WG(D)>::BN))                               \
     KERNEL_GEOM(attn_bwd_mma_dq_##NAME##_d##D, 128, 0, 64)                                                  \
-    extern "C" __global__ void __launch_bounds__(BwdMma<D>::THREADS, 8 / BwdMma<D>::WARPS) attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) { \
-        bwd_mma_dkdv<DT, D>(p);                                                                             \
+    extern "C" __global__ void __launch_bounds__((BwdGeom<D, BWD_USE_WG(D)>::THREADS),                       \
+                                                 (BWD_USE_WG(D) ? 1 : 8 / BwdMma<D>::WARPS))                    \
+        attn_bwd_mma_dkdv_##NAME##_d##D(const Params p) {                                                   \
+        bwd_dkdv_entry<DT, D>(p);                                                                           \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 2) attn_bwd_mma_dq_##NAME##_d##D(const Params p) {   \
         bwd_mma_dq<DT, D>(p);                                                                               \

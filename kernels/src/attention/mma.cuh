@@ -278,3 +278,152 @@ __device__ __forceinline__ BlockXYZ block_xyz() {
     const i64 r = l % yz;
     return BlockXYZ{l / yz, r % gridDim.y, r / gridDim.y};
 }
+
+// Warpgroup MMA (wgmma) helpers of the Hopper kernels (fwd_wg.cu, bwd_mma.cu): compiled for sm_90a
+// only (the emulator and other targets never see them).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+__device__ __forceinline__ void cp_async16_s(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+
+__device__ __forceinline__ void st_shared_zero16(u32 dst) {
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst), "r"(0u));
+}
+
+// Copies (THREADS threads) rows r0..r0+ROWS of a row-major [rows][D] operand (row stride `stride` elements) into the
+// swizzled layout at shared address `dst`; rows at or past `limit` are zero-filled. Thread t copies
+// chunk t % (D / 8) of rows t / (D / 8) + k (THREADS / (D / 8)); that row step is a multiple of 8,
+// so one swizzled column serves every pass. Not committed.
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_sw(u32 dst, const u16* src, i64 stride, int r0, int limit, int tid) {
+    constexpr int CPR = D / 8;
+    constexpr int RPP = THREADS / CPR;
+    constexpr int PASSES = ROWS / RPP;
+    static_assert(ROWS % RPP == 0 && RPP % 8 == 0, "rows per pass");
+    const int r = tid / CPR, c = tid % CPR;
+    const u32 d0 = dst + (c >> 3) * (ROWS * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+    const u16* s = src + (i64)(r0 + r) * stride + c * 8;
+    if (r0 + ROWS <= limit) {
+#pragma unroll
+        for (int k = 0; k < PASSES; ++k) cp_async16_s(d0 + k * RPP * 128, s + (i64)k * RPP * stride);
+    } else {
+#pragma unroll
+        for (int k = 0; k < PASSES; ++k) {
+            if (r0 + r + k * RPP < limit) {
+                cp_async16_s(d0 + k * RPP * 128, s + (i64)k * RPP * stride);
+            } else {
+                st_shared_zero16(d0 + k * RPP * 128);
+            }
+        }
+    }
+}
+
+// A wgmma shared-memory descriptor: start address, leading and stride byte offsets (16-byte
+// units), 128-byte swizzle.
+__device__ __forceinline__ unsigned long long wg_desc(u32 addr, u32 lbo, u32 sbo) {
+    return (unsigned long long)((addr & 0x3FFFFu) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
+           ((unsigned long long)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Orders the compiler's uses of an accumulator register after the wait (the wgmma wrote it
+// asynchronously).
+template <int N>
+__device__ __forceinline__ void wg_fence_regs(float* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// The same for A-operand registers, which a wgmma reads asynchronously: keeps them live and
+// unchanged up to this point.
+template <int N>
+__device__ __forceinline__ void wg_fence_regs_u(u32* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+// Makes this thread's generic-proxy shared-memory writes (cp.async, stores) visible to the async
+// proxy that wgmma reads through.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+#define WG_F4(a, i) "+f"(a[i]), "+f"(a[i + 1]), "+f"(a[i + 2]), "+f"(a[i + 3])
+#define WG_F16(a, i) WG_F4(a, i), WG_F4(a, i + 4), WG_F4(a, i + 8), WG_F4(a, i + 12)
+#define WG_F32(a) WG_F16(a, 0), WG_F16(a, 16)
+#define WG_F64(a) WG_F32(a), WG_F16(a, 32), WG_F16(a, 48)
+#define WG_L16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define WG_L32                                                                                                     \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_L64                                                                                                     \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, " \
+    "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+// d (64 x N, f32, this thread's N / 2 values) = A B (+ d when `acc`): `ss` A and B from shared
+// memory, both K-major; `ss_tt` both MN-major (transposed by the instruction); `rs` A from
+// registers (four 32-bit registers, the m16k16 fragment of each warp) and B MN-major.
+template <int DT, int N>
+struct Wgmma;
+
+#define WG_MMA_DEFS(DT, TY)                                                                                        \
+    template <>                                                                                                    \
+    struct Wgmma<DT, 64> {                                                                                         \
+        static __device__ __forceinline__ void ss(float* d, unsigned long long a, unsigned long long b, int acc) {  \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " WG_L32                        \
+                         ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                         \
+                         : WG_F32(d)                                                                               \
+                         : "l"(a), "l"(b), "r"(acc));                                                              \
+        }                                                                                                          \
+        static __device__ __forceinline__ void rs(float* d, const u32* a, unsigned long long b, int acc) {         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " WG_L32                        \
+                         ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                           \
+                         : WG_F32(d)                                                                               \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));                          \
+        }                                                                                                          \
+        static __device__ __forceinline__ void ss_tt(float* d, unsigned long long a, unsigned long long b,         \
+                                                     int acc) {                                                    \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " WG_L32                        \
+                         ", %32, %33, p, 1, 1, 1, 1;\n}\n"                                                         \
+                         : WG_F32(d)                                                                               \
+                         : "l"(a), "l"(b), "r"(acc));                                                              \
+        }                                                                                                          \
+    };                                                                                                             \
+    template <>                                                                                                    \
+    struct Wgmma<DT, 32> {                                                                                         \
+        static __device__ __forceinline__ void ss_tt(float* d, unsigned long long a, unsigned long long b,         \
+                                                     int acc) {                                                    \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " " WG_L16                        \
+                         ", %16, %17, p, 1, 1, 1, 1;\n}\n"                                                         \
+                         : WG_F16(d, 0)                                                                            \
+                         : "l"(a), "l"(b), "r"(acc));                                                              \
+        }                                                                                                          \
+    };                                                                                                             \
+    template <>                                                                                                    \
+    struct Wgmma<DT, 128> {                                                                                        \
+        static __device__ __forceinline__ void ss(float* d, unsigned long long a, unsigned long long b, int acc) {  \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " WG_L64                       \
+                         ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                         \
+                         : WG_F64(d)                                                                               \
+                         : "l"(a), "l"(b), "r"(acc));                                                              \
+        }                                                                                                          \
+        static __device__ __forceinline__ void rs(float* d, const u32* a, unsigned long long b, int acc) {         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                              \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " WG_L64                       \
+                         ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                           \
+                         : WG_F64(d)                                                                               \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));                          \
+        }                                                                                                          \
+    };
+WG_MMA_DEFS(1, "bf16")
+WG_MMA_DEFS(2, "f16")
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL

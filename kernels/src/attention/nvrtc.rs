@@ -169,8 +169,8 @@ mod tests {
             // The launcher compiles for `sm_90a` on compute capability 9.0 (wgmma); the other
             // modules must also build for plain `sm_90` (and so for other GPUs).
             let ptx = compile(name, &all_variants(name), "sm_90").unwrap_or_else(|e| panic!("{e}"));
-            let ptx = if name == "fwd_wg" {
-                assert!(!ptx.contains("wgmma"), "fwd_wg.cu: wgmma outside sm_90a");
+            let ptx = if name == "fwd_wg" || name == "bwd_mma" {
+                assert!(!ptx.contains("wgmma"), "{name}.cu: wgmma outside sm_90a");
                 compile(name, &all_variants(name), "sm_90a").unwrap_or_else(|e| panic!("{e}"))
             } else {
                 ptx
@@ -231,6 +231,15 @@ mod tests {
                 assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
                 assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"));
             } else if is_mma(name) {
+                if name == "bwd_mma" {
+                    // sm_90a, d 128: the wgmma dK/dV kernel. Two warpgroups of 64 keys; 1024 bytes
+                    // of alignment, K and V (128 keys), two buffers of Q and dO (64 queries) of 128
+                    // bf16 columns, the dSᵀ tile (128 keys x 64 queries) and lse, delta (2 x 64 f32
+                    // each): 1024 + (2·128 + 4·64)·128·2 + 128·64·2 + 4·64·4; 128 keys per block.
+                    assert_eq!(ptx_geom(&ptx, "attn_bwd_mma_dkdv_bf16_d128"), Some([256, 149_504, 128]));
+                    assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
+                    assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"));
+                }
                 assert!(
                     ptx.contains("mma.sync.aligned.m16n8k16"),
                     "no tensor-core mma in {name}"
