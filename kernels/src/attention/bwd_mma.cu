@@ -609,9 +609,6 @@ __device__ __forceinline__ void bwd_mma_dq_convert(const Params& p) {
 #ifndef BWD_WG_D64
 #define BWD_WG_D64 0
 #endif
-#ifndef BWD_WG_DEFER
-#define BWD_WG_DEFER 0
-#endif
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) && BWD_WG
 #define BWD_USE_WG(D) ((D) == 128 || BWD_WG_D64)
 #else
@@ -625,8 +622,8 @@ struct BwdWg {
     static constexpr int THREADS = 256;
     static constexpr int TB = BN * D * 2;  // K or V bytes
     static constexpr int QB = BQ * D * 2;  // one Q or dO buffer
-    static constexpr int SB = BN * BQ * 2; // one dSᵀ tile (two with BWD_WG_DEFER)
-    static constexpr int SMEM = 1024 + 2 * TB + 4 * QB + (1 + BWD_WG_DEFER) * SB + 4 * BQ * 4;
+    static constexpr int SB = BN * BQ * 2; // dSᵀ tile
+    static constexpr int SMEM = 1024 + 2 * TB + 4 * QB + SB + 4 * BQ * 4;
 };
 
 // Launch geometry of the dK/dV entry point: the wgmma kernel's where it is compiled in.
@@ -655,8 +652,8 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
     const u32 vs = ks + TB;                  // V
     const u32 qs = vs + TB;                  // Q [2][D / 64][BQ][64]
     const u32 ds = qs + 2 * QB;              // dO [2][D / 64][BQ][64]
-    const u32 ss = ds + 2 * QB;              // dSᵀ [1 + BWD_WG_DEFER][BN][BQ]
-    float* Ls = (float*)(bwd_wg_smem + (ss + (1 + BWD_WG_DEFER) * W::SB - base));  // [2][BQ] lse (natural log)
+    const u32 ss = ds + 2 * QB;              // dSᵀ [BN][BQ]
+    float* Ls = (float*)(bwd_wg_smem + (ss + W::SB - base));  // [2][BQ] lse (natural log)
     float* Es = Ls + 2 * BQ;                                   // [2][BQ] delta
 
     const BlockXYZ blk = block_xyz();  // x: key block (early ones see the most queries when causal)
@@ -762,37 +759,19 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
             if (q1 < rows) red_add_v2(acc + (i64)q1 * D + col, dq[nt][2], dq[nt][3]);
         }
     };
-    // BWD_WG_DEFER: step i's dQ product runs at the start of step i + 1 (two dSᵀ tiles; one
-    // barrier per step, the next step's loads issued after it). Otherwise it runs at the end of
-    // step i, after a second barrier.
-    constexpr bool DEFER = BWD_WG_DEFER;
-    bool pend = false, pend_both = false;  // a deferred dQ product (block-uniform) and its keys
-    i64 pend_row = 0, pend_rows = 0;
     for (i64 i = 0; i < n; ++i) {
         const int buf = (int)(i & 1);
-        if constexpr (!DEFER) {
-            if (i + 1 < n) {
-                issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
-                advance(nh, nqi);
-            }
-            cp_async_commit();
-            cp_async_wait<1>();  // K, V and step i have landed (step i + 1 may be in flight)
-        } else {
-            cp_async_wait<0>();  // K, V and step i have landed
+        if (i + 1 < n) {
+            issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
+            advance(nh, nqi);
         }
-        fence_proxy_async();  // ... visible to wgmma (and the previous step's dSᵀ stores)
+        cp_async_commit();
+        cp_async_wait<1>();   // K, V and step i have landed (step i + 1 may be in flight)
+        fence_proxy_async();  // ... visible to wgmma
         __syncthreads();      // ... for every thread; step i - 1's products are all done
-        if constexpr (DEFER) {
-            if (i + 1 < n) {
-                issue(h_first + nh, t_lo + nqi * BQ, buf ^ 1);
-                advance(nh, nqi);
-            }
-            cp_async_commit();
-        }
 
         const i64 t0 = t_lo + iq * BQ;
         const u32 qb = qs + buf * QB, db = ds + buf * QB;
-        const u32 sst = ss + (DEFER ? buf * W::SB : 0);  // this step's dSᵀ tile
         const float* Lb = Ls + buf * BQ;
         const float* Eb = Es + buf * BQ;
         const i64 tl = t0 + BQ - 1 < p.T - 1 ? t0 + BQ - 1 : p.T - 1;
@@ -803,13 +782,6 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
         float dq[DH / 8][4];
         if (wg == 0 ? any0 : any1) {
             float s[NQ][4], dp[NQ][4];
-            // The deferred dQ first (its accumulators do not stay live beside Sᵀ and dPᵀ's: 243
-            // registers; issued after them, 255 and spills).
-            if (DEFER && pend) {
-                dq_issue(dq, ss + (buf ^ 1) * W::SB, pend_both);
-                wg_wait<0>();
-                dq_add(dq, pend_row, pend_rows);
-            }
             wg_fence();
 #pragma unroll
             for (int kq = 0; kq < D / 16; ++kq) {
@@ -891,20 +863,16 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
                 const int r0 = kw + warp * 16 + g, r1 = r0 + 8;
 #pragma unroll
                 for (int kk = 0; kk < BQ / 16; ++kk) {
-                    const u32 a0 = sst + r0 * 128 + (((2 * kk) ^ (r0 & 7)) << 4) + tig * 4;
-                    const u32 a1 = sst + r1 * 128 + (((2 * kk) ^ (r1 & 7)) << 4) + tig * 4;
-                    const u32 a2 = sst + r0 * 128 + (((2 * kk + 1) ^ (r0 & 7)) << 4) + tig * 4;
-                    const u32 a3 = sst + r1 * 128 + (((2 * kk + 1) ^ (r1 & 7)) << 4) + tig * 4;
+                    const u32 a0 = ss + r0 * 128 + (((2 * kk) ^ (r0 & 7)) << 4) + tig * 4;
+                    const u32 a1 = ss + r1 * 128 + (((2 * kk) ^ (r1 & 7)) << 4) + tig * 4;
+                    const u32 a2 = ss + r0 * 128 + (((2 * kk + 1) ^ (r0 & 7)) << 4) + tig * 4;
+                    const u32 a3 = ss + r1 * 128 + (((2 * kk + 1) ^ (r1 & 7)) << 4) + tig * 4;
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(sa[kk][0]));
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(sa[kk][1]));
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a2), "r"(sa[kk][2]));
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a3), "r"(sa[kk][3]));
                 }
             }
-        } else if (DEFER && pend) {
-            dq_issue(dq, ss + (buf ^ 1) * W::SB, pend_both);
-            wg_wait<0>();
-            dq_add(dq, pend_row, pend_rows);
         }
         // dK and dV of the step done (they read pa, sa and this buffer's Q and dO) before the
         // barrier after which the other buffer is refilled.
@@ -913,30 +881,21 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
         wg_fence_regs<ND * 4>(&dv[0][0]);
         wg_fence_regs_u<BQ / 4>(&pa[0][0]);
         wg_fence_regs_u<BQ / 4>(&sa[0][0]);
-        const i64 row0 = (b * p.H + h_first + ih) * p.T + t0;
-        if constexpr (DEFER) {
-            pend = dq_acc && any0;
-            pend_both = any1;
-            pend_row = row0;
-            pend_rows = p.T - t0;
-        } else if (dq_acc) {
+        // The step's dQ: after a barrier, every dSᵀ row is in shared memory. (Run P, H100: deferring
+        // it to the start of the next step, with two dSᵀ tiles and one barrier per step, measured
+        // forward+backward 171.5 / 278.4 / 311.0 TFLOP/s against this order's 173.6 / 275.2 /
+        // 307.9 at (16, 1024) / (4, 4096) / (2, 8192); issued after the next step's Sᵀ and dPᵀ
+        // its accumulators spill.)
+        if (dq_acc) {
             fence_proxy_async();  // the dSᵀ stores, visible to wgmma
-            __syncthreads();      // ... and the step's whole dSᵀ tile is in shared memory
+            __syncthreads();
             if (any0) {
                 dq_issue(dq, ss, any1);
                 wg_wait<0>();
-                dq_add(dq, row0, p.T - t0);
+                dq_add(dq, (b * p.H + h_first + ih) * p.T + t0, p.T - t0);
             }
         }
         advance(ih, iq);
-    }
-    if (DEFER && pend) {  // the last step's dQ
-        fence_proxy_async();
-        __syncthreads();
-        float dq[DH / 8][4];
-        dq_issue(dq, ss + ((n - 1) & 1) * W::SB, pend_both);
-        wg_wait<0>();
-        dq_add(dq, pend_row, pend_rows);
     }
     cp_async_wait<0>();
 

@@ -1,10 +1,11 @@
 // Hopper attention forward with warpgroup MMA (wgmma, sm_90a only), bf16/f16 in, f32 accumulation.
 //
-// Grid (ceil(T / 256), H, B), 256 threads: two warpgroups, each owning 64 rows of a 128-row query
-// block (warp w of a warpgroup rows 16w..16w+15, the accumulator layout of wgmma m64nNk16). A
-// block computes two query blocks of its (b, h), a late one and its mirror image (NQ - 1 - x and
-// x): under a causal mask every block then has about the same work, and the second query block's
-// Q and first K/V tile are copied while the first one's last tile is computed. It walks tiles of
+// Grid (ceil(T / (256 WG_PAIRS)), H, B), 256 threads: two warpgroups, each owning 64 rows of a
+// 128-row query block (warp w of a warpgroup rows 16w..16w+15, the accumulator layout of wgmma
+// m64nNk16). A block computes WG_PAIRS pairs of query blocks of its (b, h), each a late one and
+// its mirror image (NQ - 1 - x and x, then NQ - 1 - x - G and x + G for G blocks per (b, h)):
+// under a causal mask every block then has about the same work, and each next query block's Q
+// and first K/V tile are copied while the previous one's last tile is computed. It walks tiles of
 // WG_BN keys of its (b, kv head) (GQA: K/V never repeated). Per tile and warpgroup:
 //   S = Q Kᵀ   wgmma m64n{BN}k16, both operands read by the tensor cores from shared memory;
 //   softmax    in registers (`mask_softmax_p`, shared with the mma.sync kernels: same fragment);
@@ -41,6 +42,13 @@
 #define WG_THREADS 256
 // 1 (default): a warpgroup whose rows see at most half of a 128-key tile (the first warpgroup on
 // the causal diagonal) computes only that half (N = 64 products).
+// Pairs of query blocks (a late one and its mirror image) per block. Run P (H100, 7B heads,
+// causal bf16): 2 took the forward from 262 / 400 / 447 TFLOP/s (1) to 268 / 409 / 448 at
+// (16, 1024) / (4, 4096) / (2, 8192): half as many blocks start with nothing to overlap their
+// first loads with.
+#ifndef WG_PAIRS
+#define WG_PAIRS 2
+#endif
 #ifndef WG_HALF
 #define WG_HALF 1
 #endif
@@ -145,7 +153,16 @@ __device__ __forceinline__ void fwd_wg(const Params& p) {
     const i64 kvh = h / (p.H / p.KVH);
     const int nq = (int)((p.T + WG_BM - 1) / WG_BM);
     const int x = (int)blk.x;
-    const int nitems = nq - 1 - x == x ? 1 : 2;
+    // WG_PAIRS > 1: this block takes the pairs x, x + G, ... (G = blocks per (b, h)), each as its
+    // late then its early query block; a pair that is one query block (the middle of an odd count)
+    // is always a block's last.
+    const int G = (int)gridDim.x, P = (nq + 1) / 2;
+    int nitems = 0;
+    for (int pr = x; pr < P; pr += G) nitems += nq - 1 - pr == pr ? 1 : 2;
+    auto mb_of = [&](int k) {
+        const int pr = x + (k >> 1) * G;
+        return (k & 1) ? pr : nq - 1 - pr;
+    };
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const int g = lane >> 2, tig = lane & 3;
 
@@ -181,7 +198,7 @@ __device__ __forceinline__ void fwd_wg(const Params& p) {
             cp_async_commit();
         } else if (item + 1 < nitems) {
             // The next query block's Q and first K/V tile, into the other buffers.
-            load_sw<D, WG_BM, WG_THREADS>(qs + (QB - qb), qp, p.q_st, x * WG_BM, (int)p.T, tid);
+            load_sw<D, WG_BM, WG_THREADS>(qs + (QB - qb), qp, p.q_st, mb_of(item + 1) * WG_BM, (int)p.T, tid);
             load_sw<D, BN, WG_THREADS>(ks + (TB - st), kp, p.k_ss, 0, (int)p.S, tid);
             load_sw<D, BN, WG_THREADS>(vs + (TB - st), vp, p.v_ss, 0, (int)p.S, tid);
             cp_async_commit();
@@ -237,7 +254,7 @@ __device__ __forceinline__ void fwd_wg(const Params& p) {
         for (int i = 0; i < DT8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
         mA = mB = NEG_INF;
         lA = lB = 0.f;
-        cur = wg_item(p, b, x, wg, warp, g, BN);
+        cur = wg_item(p, b, mb_of(item), wg, warp, g, BN);
         qb = QB - qb;
         it = 0;
     }
@@ -248,7 +265,7 @@ __device__ __forceinline__ void fwd_wg(const Params& p) {
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 #define WG_INSTANCE(NAME, DT, D)                                                                       \
-    KERNEL_GEOM(attn_fwd_wg_##NAME##_d##D, WG_THREADS, Wg<D>::SMEM, 2 * WG_BM)                             \
+    KERNEL_GEOM(attn_fwd_wg_##NAME##_d##D, WG_THREADS, Wg<D>::SMEM, 2 * WG_BM * WG_PAIRS)                           \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) attn_fwd_wg_##NAME##_d##D(const Params p) { \
         WG_BODY(DT, D, p);                                                                             \
     }
