@@ -886,9 +886,11 @@ __device__ __forceinline__ void bwd_wg_dkdv(const Params& p) {
         // forward+backward 171.5 / 278.4 / 311.0 TFLOP/s against this order's 173.6 / 275.2 /
         // 307.9 at (16, 1024) / (4, 4096) / (2, 8192); issued after the next step's Sᵀ and dPᵀ
         // its accumulators spill.)
+        // Also the barrier that keeps the next step's loads (issued at its top, into the buffer this
+        // step read) behind both warpgroups' products of this step.
+        if (dq_acc) fence_proxy_async();  // the dSᵀ stores, visible to wgmma
+        __syncthreads();
         if (dq_acc) {
-            fence_proxy_async();  // the dSᵀ stores, visible to wgmma
-            __syncthreads();
             if (any0) {
                 dq_issue(dq, ss, any1);
                 wg_wait<0>();

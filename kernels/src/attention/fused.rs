@@ -253,9 +253,24 @@ const DECODE_MIN_SPLIT: usize = 2 * DECODE_BN;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn decode_splits(pairs: usize, s: usize) -> (usize, usize) {
     let max_splits = s.div_ceil(DECODE_MIN_SPLIT).max(1);
-    let want = DECODE_TARGET_BLOCKS.div_ceil(pairs.max(1)).clamp(1, max_splits);
+    let want = forced_decode_splits()
+        .unwrap_or_else(|| DECODE_TARGET_BLOCKS.div_ceil(pairs.max(1)))
+        .clamp(1, max_splits);
     let split_len = s.div_ceil(want).div_ceil(DECODE_BN) * DECODE_BN;
     (s.div_ceil(split_len).max(1), split_len)
+}
+
+/// `RESEARCH_DECODE_SPLITS=n` (n ≥ 1, read once per process): the decode kernel splits the keys
+/// into about `n` parts instead of aiming at [`DECODE_TARGET_BLOCKS`] blocks; a tuning switch for
+/// the GPU machine, still at least [`DECODE_MIN_SPLIT`] keys per split.
+fn forced_decode_splits() -> Option<usize> {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var("RESEARCH_DECODE_SPLITS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&n: &usize| n > 0)
+    })
 }
 
 #[cfg(test)]
