@@ -17,8 +17,9 @@ mod fused;
 pub mod nvrtc;
 
 pub use fused::{
-    attention_auto, bwd_splits_group, entries, fused_attention, fused_counts, fused_kernel_counts, fused_reference,
-    fused_requested, key_end, reference_forced, BWD_GROUPED_MIN_KEY_ROWS, HEAD_DIMS, PARAMS_BYTES,
+    attention_auto, bwd_fused_dq, bwd_splits_group, entries, fused_attention, fused_counts, fused_kernel_counts,
+    fused_reference, fused_requested, key_end, reference_forced, BWD_GROUPED_MIN_KEY_ROWS, BWD_SEPARATE_DQ_BELOW_T,
+    HEAD_DIMS, PARAMS_BYTES,
 };
 
 /// Value added to the scores of masked keys. Finite (unlike `-inf`) so that a query row with every

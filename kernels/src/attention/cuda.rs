@@ -194,10 +194,9 @@ const MMA3_MIN_T: usize = 128;
 
 /// Whether the tensor-core backward adds dQ inside the dK/dV kernel (f32 atomics into an
 /// accumulator, then `attn_bwd_mma_dq_convert`) instead of running `attn_bwd_mma_dq`, which
-/// recomputes S and dP per query block. On by default; `RESEARCH_ATTENTION_DQ=separate` keeps the
-/// separate kernel (comparisons).
-fn bwd_fused_dq() -> bool {
-    !std::env::var("RESEARCH_ATTENTION_DQ").is_ok_and(|v| v == "separate")
+/// recomputes S and dP per query block: [`super::bwd_fused_dq`].
+fn bwd_fused_dq(g: &Geometry) -> bool {
+    super::fused::bwd_fused_dq(g.t, g.d)
 }
 
 /// Dynamic shared memory of `attn_fwd_decode_*` for head dim `d`: `DecodeCfg<D>::SMEM` in
@@ -501,8 +500,10 @@ fn grid(x: usize, y: usize, z: usize) -> Result<(u32, u32, u32), Fail> {
     Ok((ok(x, i32::MAX as usize)?, ok(y, 65_535)?, ok(z, 65_535)?))
 }
 
-/// The tensor-core backward (`attn_bwd_pre_*` of the scalar module, then the two mma kernels).
-fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
+/// The tensor-core backward (`attn_bwd_pre_*` of the scalar module, then the two mma kernels),
+/// with the fused dQ (`fused_dq`, decided once per backward: the accumulator is allocated by the
+/// same decision) or the separate dQ kernel.
+fn bwd_mma_launches(g: &Geometry, fused_dq: bool) -> Result<Vec<Launch>, Fail> {
     let dt = dtype_name(g.dtype).ok_or(Fail::Unsupported)?;
     let d = g.d;
     let mut pre = bwd_launches(g)?;
@@ -529,7 +530,7 @@ fn bwd_mma_launches(g: &Geometry) -> Result<Vec<Launch>, Fail> {
         });
     }
     // dQ: the fused accumulator's convert, or the separate kernel.
-    let (kind, dq_grid, tiled) = if bwd_fused_dq() {
+    let (kind, dq_grid, tiled) = if fused_dq {
         ("dq_convert", grid((g.b * g.h * g.t * d).div_ceil(512), 1, 1)?, None)
     } else {
         ("dq", grid(1, g.h, g.b)?, Some(g.t))
@@ -755,7 +756,7 @@ fn forward(
             &[p.q_sb, p.q_sh, p.q_st, p.k_sb, p.k_sh, p.k_ss, p.v_sb, p.v_sh, p.v_ss],
         ) && !bwd_simple_forced()
         {
-            l.extend(bwd_mma_launches(&g)?);
+            l.extend(bwd_mma_launches(&g, bwd_fused_dq(&g))?);
         }
         l
     } else {
@@ -838,7 +839,8 @@ fn backward(
     // forward's split-K slot `part_ml`. Taken only by the tensor-core route: were the scalar
     // kernels chosen on the device thread (misaligned pointers), `attn_bwd_pre` would zero it
     // unread.
-    let part_ml = (mma_ok && bwd_fused_dq()).then(|| client.empty(g.b * g.h * g.t * g.d * 4));
+    let fused_dq = bwd_fused_dq(&g);
+    let part_ml = (mma_ok && fused_dq).then(|| client.empty(g.b * g.h * g.t * g.d * 4));
     let buffers = Buffers {
         q: Some(q.handle.clone()),
         k: Some(k.handle.clone()),
@@ -859,7 +861,11 @@ fn backward(
         params: p,
         buffers,
         work: Work::Backward {
-            mma: if mma_ok { Some(bwd_mma_launches(&g)?) } else { None },
+            mma: if mma_ok {
+                Some(bwd_mma_launches(&g, fused_dq)?)
+            } else {
+                None
+            },
             simple: bwd_launches(&g)?,
         },
     };
@@ -971,6 +977,7 @@ impl KState {
             )?;
         }
         self.arch.insert(device, (major, minor));
+        super::fused::note_compute_capability(major, minor);
         Ok((major, minor))
     }
 

@@ -53,6 +53,46 @@ fn splits_group_by_size(batch: usize, heads: usize, kv_heads: usize, keys: usize
     heads > kv_heads && batch * kv_heads * keys < BWD_GROUPED_MIN_KEY_ROWS
 }
 
+/// Query rows below which the tensor-core backward on compute capability 9.0 runs the separate dQ
+/// kernel (which recomputes S and dP) at head dim 128 instead of adding dQ inside the wgmma dK/dV
+/// kernel. Run P (H100, 7B heads, causal bf16), forward+backward TFLOP/s separate / fused:
+/// 183.9 / 174.8 at (16, 1024), 272.5 / 275.4 at (4, 4096), 298.7 / 306.0 at (2, 8192): at short
+/// lengths the fused dQ's f32 accumulator (zeroed, added to, converted) costs more than the
+/// recomputation. With the mma.sync dK/dV kernel (other GPUs, head dim 64) the fused dQ was faster
+/// at every length (run N), so it stays there.
+pub const BWD_SEPARATE_DQ_BELOW_T: usize = 2048;
+
+/// 0: no device seen yet; 1: every device the kernels ran on has compute capability 9.0; 2: not.
+static HOPPER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Records a device's compute capability (the launcher's device thread, at its first launch
+/// there; a forward always comes before its backward).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn note_compute_capability(major: i32, minor: i32) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let v = if (major, minor) == (9, 0) { 1 } else { 2 };
+    let _ = HOPPER.compare_exchange(0, v, Relaxed, Relaxed);
+    if v == 2 {
+        HOPPER.store(2, Relaxed);
+    }
+}
+
+/// Whether the tensor-core backward adds dQ inside the dK/dV kernel (f32 atomics into an
+/// accumulator, then a convert) rather than running the separate dQ kernel: yes, except on
+/// compute capability 9.0 at head dim 128 below [`BWD_SEPARATE_DQ_BELOW_T`] queries.
+/// `RESEARCH_ATTENTION_DQ=separate` / `=fused` force either (comparisons).
+pub fn bwd_fused_dq(queries: usize, head_dim: usize) -> bool {
+    match std::env::var("RESEARCH_ATTENTION_DQ").as_deref() {
+        Ok("separate") => false,
+        Ok("fused") => true,
+        _ => {
+            !(head_dim == 128
+                && queries < BWD_SEPARATE_DQ_BELOW_T
+                && HOPPER.load(std::sync::atomic::Ordering::Relaxed) == 1)
+        }
+    }
+}
+
 /// Exclusive end of the keys query `t` (of `queries`) may see in a sequence with `seq_keys`
 /// visible keys: all of them without `causal`; with `causal`, keys `0..=offset + t` where the
 /// offset is `q_offset`, or `seq_keys - queries` when per-sequence key lengths are given (the

@@ -27,7 +27,9 @@
 //! The 16-bit backward cases run once per backward (`[mma]`: the tensor-core kernels, required for
 //! head dims 64/128, dK/dV one block per query head plus the group reduction when GQA, dQ added
 //! inside the dK/dV kernel with f32 atomics then converted, the GQA group split over one dK/dV
-//! block per query head plus the reduction when the KV-head grid is small (`bwd_splits_group`);
+//! block per query head plus the reduction when the KV-head grid is small (`bwd_splits_group`),
+//! and on Hopper at head dim 128 below `BWD_SEPARATE_DQ_BELOW_T` queries the separate dQ kernel
+//! instead of the fused dQ (`bwd_fused_dq`);
 //! `[grouped]`: `RESEARCH_ATTENTION_BWD=grouped`, dK/dV reduced over the group in registers;
 //! `[split]`: `RESEARCH_ATTENTION_BWD=split`, one block per query head whenever GQA; `[separate]`:
 //! `RESEARCH_ATTENTION_DQ=separate`, the separate dQ kernel;
@@ -41,7 +43,7 @@
 //! where it must run the scalar one. The launch counts per kernel kind close the output.
 //! `bench` times causal bf16 prefill (28 query heads, 4 kv heads, d 128) forward (also with the
 //! `mma2` and `mma3` kernels forced) and forward+backward (with the tensor-core backward, `fwdbwd_separate_*` with
-//! the separate dQ kernel, `fwdbwd_split_*` with one dK/dV block per query head plus the
+//! the separate dQ kernel, `fwdbwd_fused_*` with the fused dQ, `fwdbwd_split_*` with one dK/dV block per query head plus the
 //! group reduction (`RESEARCH_ATTENTION_BWD=split`; these shapes are grouped by default), and
 //! `fwdbwd_simple_*` with
 //! the scalar one unless `--no-simple-bwd`), and decode (one query per sequence over the whole
@@ -67,8 +69,8 @@ mod imp {
     use research::burn::tensor::backend::Backend;
     use research::burn::tensor::{DType, Distribution, Tensor};
     use research::kernels::attention::{
-        bwd_splits_group, fused_attention, fused_counts, fused_kernel_counts, fused_reference, key_end, AttentionBias,
-        MASKED,
+        bwd_fused_dq, bwd_splits_group, fused_attention, fused_counts, fused_kernel_counts, fused_reference, key_end,
+        AttentionBias, MASKED,
     };
 
     type Cuda = research::burn::backend::Cuda<f32, i32>;
@@ -674,7 +676,10 @@ mod imp {
                     let want_mma = bwd != "simple" && (c.d == 64 || c.d == 128);
                     // (The variant's RESEARCH_ATTENTION_BWD is set: `grouped` / `split` force the choice.)
                     let want_reduce = want_mma && bwd_splits_group(c.b, c.h, c.kvh, c.s);
-                    let want_fused = bwd != "separate";
+                    // The variant's RESEARCH_ATTENTION_DQ is set (`separate`); otherwise the policy
+                    // by length and head dim on this GPU (a forward has run: its compute capability
+                    // is known).
+                    let want_fused = bwd_fused_dq(c.t, c.d);
                     let fwd_ok = !(forced_fwd && want_mma && c.t >= 16) || ran(&format!("fwd_{bwd}"));
                     let right_kernels = fwd_ok
                         && if want_mma {
@@ -771,6 +776,10 @@ mod imp {
             // The separate dQ kernel (recomputes S and dP) instead of the fused dQ.
             std::env::set_var("RESEARCH_ATTENTION_DQ", "separate");
             let tfb_separate = fwdbwd(iters);
+            // The fused dQ forced (the default except on Hopper at head dim 128 below
+            // BWD_SEPARATE_DQ_BELOW_T queries).
+            std::env::set_var("RESEARCH_ATTENTION_DQ", "fused");
+            let tfb_fused = fwdbwd(iters);
             std::env::remove_var("RESEARCH_ATTENTION_DQ");
             // The scalar backward is slow: a few iterations.
             let tfb_simple = simple_bwd.then(|| {
@@ -798,6 +807,11 @@ mod imp {
                 ",\"fwdbwd_separate_us\":{:.1},\"fwdbwd_separate_tflops\":{:.2}",
                 tfb_separate * 1e6,
                 3.5 * flops / tfb_separate / 1e12
+            );
+            line += &format!(
+                ",\"fwdbwd_fused_us\":{:.1},\"fwdbwd_fused_tflops\":{:.2}",
+                tfb_fused * 1e6,
+                3.5 * flops / tfb_fused / 1e12
             );
             if let Some(ts) = tfb_simple {
                 line += &format!(
