@@ -280,9 +280,12 @@ pub(crate) const DECODE_BN: usize = 64;
 /// 16 rows of an mma A operand).
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const DECODE_ROWS: usize = 16;
-/// Decode blocks wanted before its keys are split: about four waves of 132 SMs at two resident
-/// blocks each (its shared memory allows two per SM at head dim 128).
-const DECODE_TARGET_BLOCKS: usize = 1056;
+/// Decode blocks wanted before its keys are split: about one wave of 132 SMs at two resident
+/// blocks each (its shared memory allows two per SM at head dim 128). Run P (H100, 7B heads):
+/// at 64 × 2,048 and 256 × 4,096 cached tokens one split (256 and 1,024 blocks, no combine) took
+/// 107.9 and 766.7 µs, two 112.1 and 776.8, the earlier target of 1,056 blocks (5 and 2 splits)
+/// 116.1 and 781.4; more splits were slower still.
+const DECODE_TARGET_BLOCKS: usize = 256;
 /// Fewest keys per split (two tiles), so the partials stay a small fraction of the K/V bytes.
 const DECODE_MIN_SPLIT: usize = 2 * DECODE_BN;
 
@@ -454,12 +457,13 @@ mod tests {
     /// The decode split planner: every split a whole number of tiles, at least two unless the
     /// cache is shorter, the splits covering the keys with the last one non-empty, and about
     /// [`DECODE_TARGET_BLOCKS`] blocks when the keys allow (hand-worked: 64 × 4 pairs over 2,048
-    /// keys give 5 splits of 448; 256 × 4 over 4,096 give 2 of 2,048; 1 pair over 1,000 keys
-    /// gives 8 of 128).
+    /// keys and 256 × 4 over 4,096 are not split; 32 × 4 over 768 give 2 splits of 384; 1 pair
+    /// over 1,000 keys gives 8 of 128).
     #[test]
     fn decode_split_plan() {
-        assert_eq!(decode_splits(256, 2048), (5, 448));
-        assert_eq!(decode_splits(1024, 4096), (2, 2048));
+        assert_eq!(decode_splits(256, 2048), (1, 2048));
+        assert_eq!(decode_splits(1024, 4096), (1, 4096));
+        assert_eq!(decode_splits(128, 768), (2, 384));
         assert_eq!(decode_splits(1, 1000), (8, 128));
         assert_eq!(decode_splits(2000, 5000), (1, 5056));
         assert_eq!(decode_splits(3, 1), (1, 64));
